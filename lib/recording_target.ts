@@ -49,12 +49,27 @@ export function isSecretPath(path: string, extra: readonly string[] = []): boole
  * ```
  */
 export function redactSecrets(text: string): string {
-  return text
-    .replace(/^(\s*(?:extra-)?access-tokens\s*=).*$/gm, "$1 <redacted>")
-    .replace(
-      /("(?:extra-)?access-tokens"\s*:\s*\{\s*(?:"[a-zA-Z]+"\s*:\s*(?:"[^"]*"|[^,{}]*)\s*,\s*)*?"value"\s*:\s*)(\{[^}]*\}|"[^"]*")/g,
-      '$1"<redacted>"',
-    );
+  const trimmed = text.trimStart();
+  if (trimmed.startsWith("{")) {
+    try {
+      const data = JSON.parse(text) as Record<string, unknown>;
+      let changed = false;
+      for (const key of ["access-tokens", "extra-access-tokens"]) {
+        const entry = data[key];
+        if (entry === undefined) continue;
+        changed = true;
+        if (entry !== null && typeof entry === "object" && "value" in entry) {
+          (entry as Record<string, unknown>).value = "<redacted>";
+        } else {
+          data[key] = "<redacted>";
+        }
+      }
+      if (changed) return JSON.stringify(data) + (text.endsWith("\n") ? "\n" : "");
+    } catch {
+      // not JSON: fall through to the line form
+    }
+  }
+  return text.replace(/^(\s*(?:extra-)?access-tokens\s*=).*$/gm, "$1 <redacted>");
 }
 
 /**

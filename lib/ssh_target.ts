@@ -89,7 +89,7 @@ export class SshTarget implements Target {
       "-o",
       "BatchMode=yes",
       "-o",
-      `ControlPath=${this.#dir}/%C`,
+      `ControlPath=${this.#dir}/master.sock`,
       ...raw,
       ...(this.#options.sshOptions ?? []).flatMap((o) => ["-o", o]),
       "-o",
@@ -273,7 +273,7 @@ export class SshTarget implements Target {
       await runProcess([
         "ssh",
         "-o",
-        `ControlPath=${this.#dir}/%C`,
+        `ControlPath=${this.#dir}/master.sock`,
         "-O",
         "exit",
         "--",
@@ -290,7 +290,14 @@ export class SshTarget implements Target {
     if (this.#master !== undefined && this.#dir !== undefined) {
       try {
         new Deno.Command("ssh", {
-          args: ["-o", `ControlPath=${this.#dir}/%C`, "-O", "exit", "--", this.parsed.destination],
+          args: [
+            "-o",
+            `ControlPath=${this.#dir}/master.sock`,
+            "-O",
+            "exit",
+            "--",
+            this.parsed.destination,
+          ],
           stdout: "null",
           stderr: "null",
         }).outputSync();

@@ -3,7 +3,7 @@
  *
  * Two builders are available:
  *
- * - `"sh"`: `/bin/sh -c "echo <nonce> > $out"`. Needs `/bin/sh` on the builder, so only works with
+ * - `"sh"`: `/bin/sh -c "echo canary <nonce>; echo <nonce> > $out"`. Needs `/bin/sh` on the builder, so only works with
  *   `sandbox = false` (the lab's default, and Debian's) unless `sandbox-paths` maps a static shell.
  *   `x86_64-linux` only (an aarch64 `/bin/sh` does not exist on an x86_64 builder).
  * - `"elf"`: a generated static program (about 200 bytes, no libc) for the derivation's own
@@ -86,7 +86,7 @@ export function canaryExpression(options: CanaryOptions): string {
       `  name = "canary-${nonce}";`,
       `  system = ${nixString(system)};`,
       `  builder = "/bin/sh";`,
-      `  args = [ "-c" "echo ${nonce} > $out" ];`,
+      `  args = [ "-c" "echo canary ${nonce}; echo ${nonce} > $out" ];`,
       `  ${featureLine}`,
       "}",
     ].join("\n");

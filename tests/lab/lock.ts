@@ -81,7 +81,7 @@ export function lockPath(name: string): string {
 }
 
 async function withDeadline(promise: Promise<void>, ms: number, name: string): Promise<void> {
-  let timer: number | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
       () => reject(new LabError(`Cannot take lock '${name}': still held after ${ms} ms`)),

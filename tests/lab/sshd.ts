@@ -163,26 +163,16 @@ async function launch(o: LaunchOptions): Promise<Sshd> {
   const hostAlias = o.hostAlias ?? "lab-sshd";
   const connectTimeout = o.connectTimeoutSeconds ?? 10;
   const sshdConfigFile = `${o.dir}/sshd_config`;
-  const lines = [
-    `Port ${o.port}`,
-    "ListenAddress 127.0.0.1",
-    `HostKey ${o.hostKey}`,
-    "PidFile none",
-    `AuthorizedKeysFile ${o.dir}/authorized_keys`,
-    "StrictModes no",
-    "PermitRootLogin prohibit-password",
-    "PubkeyAuthentication yes",
-    "PasswordAuthentication no",
-    "KbdInteractiveAuthentication no",
-    "UsePAM no",
-    "PrintMotd no",
-    "X11Forwarding no",
-    "MaxStartups 100",
-    "LogLevel INFO",
-    ...Object.entries(o.setEnv ?? {}).map(([k, v]) => `SetEnv ${k}=${v}`),
-    ...(o.extraConfig ?? []),
-  ];
-  await Deno.writeTextFile(sshdConfigFile, lines.join("\n") + "\n");
+  await Deno.writeTextFile(
+    sshdConfigFile,
+    sshdConfig({
+      port: o.port,
+      hostKey: o.hostKey,
+      authorizedKeysFile: `${o.dir}/authorized_keys`,
+      ...(o.setEnv ? { setEnv: o.setEnv } : {}),
+      ...(o.extraConfig ? { extraConfig: o.extraConfig } : {}),
+    }),
+  );
   const knownHostsFile = `${o.dir}/known_hosts`;
   await Deno.writeTextFile(knownHostsFile, `[127.0.0.1]:${o.port} ${o.hostPublicKey}\n`);
   const configFile = `${o.dir}/ssh_config`;
@@ -250,6 +240,37 @@ async function launch(o: LaunchOptions): Promise<Sshd> {
     stop,
     [Symbol.asyncDispose]: stop,
   };
+}
+
+/** The `sshd_config` text every lab server uses: 127.0.0.1 only, keys only, no PAM, no pid file. */
+export function sshdConfig(o: {
+  port: number;
+  hostKey: string;
+  authorizedKeysFile: string;
+  setEnv?: Record<string, string>;
+  extraConfig?: readonly string[];
+}): string {
+  return [
+    `Port ${o.port}`,
+    "ListenAddress 127.0.0.1",
+    `HostKey ${o.hostKey}`,
+    "PidFile none",
+    `AuthorizedKeysFile ${o.authorizedKeysFile}`,
+    "StrictModes no",
+    "PermitRootLogin prohibit-password",
+    "PubkeyAuthentication yes",
+    "PasswordAuthentication no",
+    "KbdInteractiveAuthentication no",
+    "UsePAM no",
+    "PrintMotd no",
+    "PrintLastLog no",
+    "X11Forwarding no",
+    "MaxStartups 100",
+    "LogLevel INFO",
+    ...Object.entries(o.setEnv ?? {}).map(([k, v]) => `SetEnv ${k}=${v}`),
+    ...(o.extraConfig ?? []),
+    "",
+  ].join("\n");
 }
 
 /** An ssh_config `Host` block for a lab sshd. */

@@ -1,0 +1,64 @@
+#!/usr/bin/env -S deno run -A
+/**
+ * Overview: write an incident bundle (a snapshot) of this machine or of a builder: everything the other
+ * scripts read, so they can analyse it offline with `--snapshot DIR`. It never copies secrets: private
+ * keys, netrc files and `secret-key-files` are left out, `access-tokens` values are blanked.
+ *
+ * `-A` because Deno 2.9 only lets `--allow-all` read most of /proc and /sys.
+ *
+ * Example: deno run -A scripts/collect.ts --host builder1 --output ./builder1-bundle
+ *
+ * @module
+ */
+
+import { armDeadline, createCommand, openTarget, runMain, UsageError } from "../lib/cli.ts";
+import { runDoctor } from "../lib/doctor.ts";
+import { settingList } from "../lib/nix_config.ts";
+import { RecordingTarget, writeSnapshot } from "../lib/recording_target.ts";
+
+if (import.meta.main) {
+  await runMain("collect", async () => {
+    const program = createCommand({
+      name: "collect",
+      description:
+        "Write a snapshot bundle of a machine (no secrets) that every script can analyse offline.",
+      examples: [
+        ["deno run -A scripts/collect.ts --output ./bundle", "this machine"],
+        ["deno run -A scripts/collect.ts --host builder1 --output ./b1", "a builder over ssh"],
+        ["deno run -A scripts/doctor.ts --snapshot ./b1", "analyse the bundle later"],
+      ],
+      runbook: "runbook/collect.md",
+    }).requiredOption("-o, --output <dir>", "directory to write the bundle to (new or empty)");
+    program.parse(Deno.args, { from: "user" });
+    const opts = program.opts();
+    if (opts.snapshot !== undefined) {
+      throw new UsageError("--snapshot: collect reads a live system; use --host or nothing");
+    }
+    armDeadline("collect", opts.timeout);
+    const inner = await openTarget(opts);
+    const target = new RecordingTarget(inner);
+    try {
+      await runDoctor(target, { reachBuilders: false });
+      // secret-key-files name files the bundle must never hold, even if a check read them.
+      const config = await target.run([
+        "nix",
+        "--extra-experimental-features",
+        "nix-command",
+        "show-config",
+      ]);
+      const secrets = /^secret-key-files = (.*)$/m.exec(config.stdout)?.[1];
+      if (secrets) target.addSecretFiles(settingList({ value: secrets }));
+      const data = target.snapshot();
+      await writeSnapshot(opts.output, data);
+      const line =
+        `collect: wrote ${opts.output} from ${target.host}: ${data.commands.length} commands, ` +
+        `${Object.keys(data.files).length} files\n`;
+      Deno.stdout.writeSync(
+        new TextEncoder().encode(opts.json ? JSON.stringify(data.meta) + "\n" : line),
+      );
+      return 0;
+    } finally {
+      await target.close();
+    }
+  });
+}

@@ -1,0 +1,219 @@
+import assert from "node:assert/strict";
+import { exitCodeFor, makeReport, renderJson, renderText, worstStatus } from "../lib/findings.ts";
+import { LocalTarget } from "../lib/local_target.ts";
+import { RecordingTarget, redactSecrets, writeSnapshot } from "../lib/recording_target.ts";
+import { loadSnapshot, SnapshotTarget } from "../lib/snapshot_target.ts";
+import { runDoctor } from "../lib/doctor.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+async function runScript(script: string, args: string[], env: Record<string, string> = {}) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}scripts/${script}`, ...args],
+    env: { NO_COLOR: "1", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+}
+
+Deno.test("worstStatus() ranks critical over warning over unknown over ok", () => {
+  assert.equal(worstStatus(["ok", "unknown"]), "unknown");
+  assert.equal(worstStatus(["unknown", "warning"]), "warning");
+  assert.equal(worstStatus(["warning", "critical", "ok"]), "critical");
+});
+
+Deno.test("exitCodeFor() follows monitoring-plugins: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN", () => {
+  assert.deepEqual(
+    (["ok", "warning", "critical", "unknown"] as const).map(exitCodeFor),
+    [0, 1, 2, 3],
+  );
+});
+
+Deno.test("renderText() aligns findings and puts a fix line under problems only", () => {
+  const report = makeReport([
+    { id: "a/ok", status: "ok", summary: "fine", fix: "never shown" },
+    {
+      id: "machines/missing-file",
+      status: "critical",
+      summary: "gone",
+      fix: "create it\nthen this",
+    },
+  ], { tool: "t", host: "h" });
+  assert.equal(
+    renderText(report, { color: false }),
+    [
+      "t on h: CRITICAL",
+      "OK        a/ok                   fine",
+      "CRITICAL  machines/missing-file  gone",
+      "                                 fix: create it",
+      "                                      then this",
+      "",
+    ].join("\n"),
+  );
+});
+
+Deno.test("renderText() colours only when asked", () => {
+  const report = makeReport([{ id: "a/b", status: "warning", summary: "s" }], {
+    tool: "t",
+    host: "h",
+  });
+  assert.match(renderText(report, { color: true }), /\x1b\[33mWARNING/);
+  assert.doesNotMatch(renderText(report, { color: false }), /\x1b/);
+});
+
+Deno.test("renderJson() prints the stable report shape", () => {
+  const report = makeReport([{ id: "a/b", status: "unknown", summary: "s" }], {
+    tool: "t",
+    host: "h",
+    data: { x: 1 },
+  });
+  assert.deepEqual(JSON.parse(renderJson(report)), {
+    tool: "t",
+    version: report.version,
+    host: "h",
+    status: "unknown",
+    findings: [{ id: "a/b", status: "unknown", summary: "s" }],
+    data: { x: 1 },
+  });
+});
+
+Deno.test("redactSecrets() blanks access-tokens in nix.conf and in nix config JSON", () => {
+  assert.equal(
+    redactSecrets("extra-access-tokens = github.com=ghp_abc\nmax-jobs = 0\n"),
+    "extra-access-tokens = <redacted>\nmax-jobs = 0\n",
+  );
+  const json = redactSecrets(
+    '{"access-tokens":{"aliases":[],"defaultValue":{},"description":"d","value":{"github.com":"ghp_abc"}}}',
+  );
+  assert.doesNotMatch(json, /ghp_abc/);
+  assert.equal(JSON.parse(json)["access-tokens"].value, "<redacted>");
+});
+
+Deno.test("RecordingTarget never copies a private key into the bundle", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/id_ed25519`, "-----BEGIN OPENSSH PRIVATE KEY-----\n");
+    const recording = new RecordingTarget(new LocalTarget());
+    assert.match((await recording.readFile(`${dir}/id_ed25519`)) ?? "", /PRIVATE KEY/);
+    await writeSnapshot(`${dir}/bundle`, recording.snapshot());
+    const loaded = await loadSnapshot(`${dir}/bundle`);
+    assert.equal(loaded.files[`${dir}/id_ed25519`], undefined);
+    await assert.rejects(
+      new SnapshotTarget(loaded).readFile(`${dir}/id_ed25519`),
+      /redacted from this snapshot/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SnapshotTarget tells an absent file from one that was not captured", async () => {
+  const target = new SnapshotTarget({
+    meta: { host: "b", collected_at: "2026-11-25T00:00:00Z", tool: "t" },
+    commands: [],
+    paths: { "/etc/nix/machines": { exists: false } },
+    files: {},
+  });
+  assert.equal(await target.readFile("/etc/nix/machines"), null);
+  await assert.rejects(target.readFile("/etc/nix/nix.conf"), /not captured in this snapshot/);
+  assert.equal((await target.run(["nix", "--version"])).failure, "not-captured");
+});
+
+Deno.test("loadSnapshot() names the file and field that is wrong", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/meta.json`, '{"host": 3}');
+    await assert.rejects(loadSnapshot(dir), /meta\.json: host: /);
+    await Deno.writeTextFile(`${dir}/meta.json`, "{not json");
+    await assert.rejects(loadSnapshot(dir), /meta\.json: not valid JSON/);
+    await Deno.writeTextFile(
+      `${dir}/meta.json`,
+      '{"host":"h","collected_at":"2026-11-25T00:00:00Z","tool":"t"}',
+    );
+    await Deno.writeTextFile(`${dir}/paths.json`, '{"../../etc/shadow": {"exists": true}}');
+    await assert.rejects(loadSnapshot(dir), /not absolute/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("collect.ts then doctor.ts --snapshot gives the same findings as doctor.ts live", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const collected = await runScript("collect.ts", ["--output", `${dir}/bundle`]);
+    assert.equal(collected.code, 0, collected.stderr);
+    assert.match(collected.stdout, /^collect: wrote /);
+    const live = await runScript("doctor.ts", ["--json", "--no-builders"]);
+    const replay = await runScript("doctor.ts", ["--json", "--snapshot", `${dir}/bundle`]);
+    assert.equal(replay.code, live.code, replay.stderr);
+    const strip = (text: string) => {
+      const report = JSON.parse(text);
+      return report.findings.map((f: { id: string; status: string; summary: string }) => [
+        f.id,
+        f.status,
+        f.summary.replaceAll(report.host, "HOST"),
+      ]);
+    };
+    assert.deepEqual(strip(replay.stdout), strip(live.stdout));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("runDoctor() on a machine without nix reports nix/missing as CRITICAL, not a crash", async () => {
+  const target = new SnapshotTarget({
+    meta: { host: "fresh", collected_at: "2026-11-25T00:00:00Z", tool: "t" },
+    commands: [{
+      argv: ["nix", "--version"],
+      code: 127,
+      stdout: "",
+      stderr: "",
+      failure: "not-found",
+    }],
+    paths: {},
+    files: {},
+  });
+  const result = await runDoctor(target);
+  assert.equal(result.role, "unconfigured");
+  assert.equal(result.steps[0]?.findings[0]?.id, "nix/missing");
+  assert.equal(result.steps[0]?.findings[0]?.status, "critical");
+});
+
+Deno.test("doctor.ts without nix on PATH exits 2 with nix/missing", async () => {
+  const result = await runScript("doctor.ts", ["--json", "--no-builders"], {
+    PATH: "/nonexistent",
+  });
+  assert.equal(result.code, 2, result.stderr);
+  assert.equal(JSON.parse(result.stdout).findings[0].id, "nix/missing");
+});
+
+Deno.test("a bad flag exits 3 with one line naming it", async () => {
+  const result = await runScript("doctor.ts", ["--timeout", "-5"]);
+  assert.equal(result.code, 3);
+  assert.equal(result.stderr.trim().split("\n").length, 1);
+  assert.match(result.stderr, /--timeout/);
+});
+
+Deno.test("--host and --snapshot together exit 3 with one line", async () => {
+  const result = await runScript("doctor.ts", ["--host", "h", "--snapshot", "/tmp/x"]);
+  assert.equal(result.code, 3);
+  assert.equal(
+    result.stderr.trim(),
+    "doctor: --host and --snapshot cannot be used both: pick where to look",
+  );
+});
+
+Deno.test("a hostile --host is refused with exit 3 before anything runs", async () => {
+  const result = await runScript("doctor.ts", ["--host", "-oProxyCommand=touch"]);
+  assert.equal(result.code, 3);
+  assert.match(result.stderr, /starts with '-'/);
+});
+
+Deno.test("--help lists examples and the exit codes", async () => {
+  const result = await runScript("doctor.ts", ["--help"]);
+  assert.equal(result.code, 0);
+  assert.match(result.stdout, /Examples:\n  deno task doctor/);
+  assert.match(result.stdout, /Exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN/);
+});
