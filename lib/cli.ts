@@ -80,6 +80,11 @@ export interface CommandSpec {
   examples: [string, string][];
   /** The runbook page, relative to the repository root. */
   runbook: string;
+  /**
+   * Also accept monitoring-plugins' short forms `-H` (`--host`) and `-t` (`--timeout`), for checks
+   * that Nagios/Icinga run. Default false.
+   */
+  pluginFlags?: boolean;
 }
 
 /**
@@ -107,10 +112,18 @@ export function createCommand(spec: CommandSpec) {
   const examples = spec.examples.map(([cmd, what]) => `  ${cmd.padEnd(width)}  # ${what}`);
   return new Command(spec.name)
     .description(spec.description)
-    .option("--host <host>", "run against HOST over ssh ([user@]host, ssh://..., ssh-ng://...)")
+    .option(
+      spec.pluginFlags ? "-H, --host <host>" : "--host <host>",
+      "run against HOST over ssh ([user@]host, ssh://..., ssh-ng://...)",
+    )
     .option("--snapshot <dir>", "analyse a bundle written by scripts/collect.ts instead")
     .option("--json", "print the report as JSON")
-    .option("--timeout <seconds>", "deadline for the whole run", parseSeconds, 60)
+    .option(
+      spec.pluginFlags ? "-t, --timeout <seconds>" : "--timeout <seconds>",
+      "deadline for the whole run",
+      parseSeconds,
+      60,
+    )
     .option("-v, --verbose", "show details of OK findings too")
     .option(
       "--ssh-option <option>",
@@ -194,9 +207,14 @@ export function emitReport(
     Deno.stdout.writeSync(new TextEncoder().encode(text));
   },
 ): number {
-  write(
-    options.json ? renderJson(report) : renderText(report, { verbose: options.verbose === true }),
-  );
+  try {
+    write(
+      options.json ? renderJson(report) : renderText(report, { verbose: options.verbose === true }),
+    );
+  } catch (error) {
+    // `| head` closing stdout early is not an error of the check: the exit code still tells.
+    if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
+  }
   return exitCodeFor(report.status);
 }
 
@@ -229,6 +247,31 @@ export function armDeadline(tool: string, seconds: number): () => void {
   return () => clearTimeout(timer);
 }
 
+let interruptsHeld = 0;
+
+/**
+ * Holds SIGINT while an interactive child that handles Ctrl-C itself (a pager such as `less`) owns
+ * the terminal, so that Ctrl-C does not end the run and leave the child drawing over the shell.
+ * SIGTERM and the deadline still end the run. Returns the release function (safe to call twice).
+ *
+ * @example
+ * ```ts
+ * import { holdInterrupts } from "./cli.ts";
+ *
+ * const release = holdInterrupts();
+ * release();
+ * ```
+ */
+export function holdInterrupts(): () => void {
+  interruptsHeld++;
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    interruptsHeld--;
+  };
+}
+
 /**
  * Runs a script's body: exit with its code; any error becomes one line on stderr and exit 3
  * (`NBR_DEBUG=1` shows the stack). SIGINT/SIGTERM kill children and exit 3.
@@ -242,6 +285,8 @@ export function armDeadline(tool: string, seconds: number): () => void {
  */
 export async function runMain(tool: string, body: () => Promise<number>): Promise<never> {
   const onSignal = (signal: Deno.Signal) => () => {
+    // A pager (less) owns the terminal and handles Ctrl-C itself: see holdInterrupts().
+    if (signal === "SIGINT" && interruptsHeld > 0) return;
     killAllProcesses();
     writeError(`${tool}: interrupted by ${signal}`);
     Deno.exit(3);
@@ -259,7 +304,9 @@ export async function runMain(tool: string, body: () => Promise<number>): Promis
     code = await body();
   } catch (error) {
     code = 3;
-    if (error instanceof CommanderError) {
+    if (error instanceof Deno.errors.BrokenPipe) {
+      // stdout closed by the reader (`| head`): nothing left to say.
+    } else if (error instanceof CommanderError) {
       // commander already printed the message (or the help / version).
       code = error.exitCode === 0 ? 0 : 3;
     } else if (

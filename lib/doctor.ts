@@ -4,7 +4,12 @@
  * @module
  */
 
-import type { Finding } from "./findings.ts";
+import { type Finding, makeReport, type Report, worstStatus } from "./findings.ts";
+import { healthCheck } from "./health.ts";
+import type { Machine } from "./machines.ts";
+import { verifyMachines } from "./offload.ts";
+import { checkConfig } from "./show_config.ts";
+import { SshTarget } from "./ssh_target.ts";
 import { type EffectiveConfig, parseNixVersion, readEffectiveConfig } from "./nix_config.ts";
 import { describeFailure, type Target } from "./target.ts";
 
@@ -131,6 +136,24 @@ export async function checkNix(target: Target): Promise<NixBasics> {
 export interface DoctorOptions {
   /** Also reach out to the builders in the machines file (off for snapshots and `collect`). */
   reachBuilders?: boolean;
+  /** Build canaries on each builder (default true; `--no-canary`). */
+  canary?: boolean;
+  /** Absolute deadline (ms since the epoch) for everything. */
+  deadline?: number;
+  /** Extra ssh `-o` options for builder connections. */
+  sshOptions?: readonly string[];
+  /** Opens a builder for its health check (default: an `SshTarget` as Nix would reach it). */
+  openBuilder?: (machine: Machine) => Target;
+}
+
+/** One runbook step doctor ran. */
+export interface DoctorStep {
+  /** The step: `nix`, `config`, `offload`, `health <host>`. */
+  step: string;
+  /** The runbook page for its problems. */
+  page: string;
+  /** What it found. */
+  findings: Finding[];
 }
 
 /** What {@link runDoctor} returns: findings per runbook step. */
@@ -138,29 +161,223 @@ export interface DoctorResult {
   /** The role this machine plays. */
   role: Role;
   /** Each step run, with its findings and its runbook page. */
-  steps: { step: string; page: string; findings: Finding[] }[];
+  steps: DoctorStep[];
 }
 
 /**
- * Runs every runbook step that applies to the target's role.
+ * How the Nix daemon would reach a machine over ssh: its URI's user, host and port, the line's identity
+ * file and `NIX_SSHOPTS`.
  *
  * @example
  * ```ts
- * import { runDoctor } from "./doctor.ts";
- * import { LocalTarget } from "./local_target.ts";
+ * import { builderTarget } from "./doctor.ts";
+ * import { parseMachines } from "./machines.ts";
  * import assert from "node:assert/strict";
  *
- * const result = await runDoctor(new LocalTarget({ timeoutMs: 20_000 }));
- * assert.equal(result.steps[0]?.step, "nix");
+ * const [machine] = parseMachines("ssh-ng://nix@builder1 x86_64-linux /root/.ssh/builder 4").machines;
+ * const target = builderTarget(machine!, { deadline: Date.now() + 10_000 });
+ * assert.equal(target.host, "nix@builder1");
+ * await target.close();
+ * ```
+ */
+export function builderTarget(
+  machine: Machine,
+  options: { deadline?: number; sshOptions?: readonly string[] } = {},
+): Target {
+  const nixSshOpts = (Deno.env.get("NIX_SSHOPTS") ?? "").split(/\s+/).filter((s) => s !== "");
+  const user = machine.user ? `${machine.user}@` : "";
+  const port = machine.port === undefined ? "" : `:${machine.port}`;
+  const host = machine.host ?? machine.rawUri;
+  const spec = host.includes(":") && !host.startsWith("[")
+    ? `${user}[${host}]${port}`
+    : `${user}${host}${port}`;
+  return new SshTarget(spec, {
+    ...(options.deadline === undefined ? {} : { deadline: options.deadline }),
+    sshArgs: [...nixSshOpts, ...(machine.sshKey ? ["-i", machine.sshKey] : [])],
+    sshOptions: [...(options.sshOptions ?? [])],
+  });
+}
+
+function ssh(machine: Machine): boolean {
+  return machine.scheme === "ssh" || machine.scheme === "ssh-ng";
+}
+
+/**
+ * Runs every runbook step that applies to the target's role: nix itself; the config lint
+ * (show_config); on a controller, every builder's offload proof (verify_offload) and health check; on a
+ * builder, its own health check.
+ *
+ * @example A machine without nix gets one clear finding
+ * ```ts
+ * import { runDoctor } from "./doctor.ts";
+ * import { SnapshotTarget } from "./snapshot_target.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const target = new SnapshotTarget({
+ *   meta: { host: "fresh", collected_at: "2026-11-25T00:00:00Z", tool: "t" },
+ *   commands: [{ argv: ["nix", "--version"], code: 127, stdout: "", stderr: "", failure: "not-found" }],
+ *   paths: {},
+ *   files: {},
+ * });
+ * const result = await runDoctor(target);
+ * assert.equal(result.steps[0]?.findings[0]?.id, "nix/missing");
  * ```
  */
 export async function runDoctor(
   target: Target,
-  _options: DoctorOptions = {},
+  options: DoctorOptions = {},
 ): Promise<DoctorResult> {
+  const deadline = options.deadline ?? Date.now() + 120_000;
   const basics = await checkNix(target);
-  const steps: DoctorResult["steps"] = [
-    { step: "nix", page: SETUP_PAGE, findings: basics.findings },
-  ];
-  return { role: basics.role, steps };
+  if (basics.role === "unconfigured") {
+    return {
+      role: "unconfigured",
+      steps: [{ step: "nix", page: SETUP_PAGE, findings: basics.findings }],
+    };
+  }
+  const config = await checkConfig(target, { followMachines: false, deadline });
+  const role: Role = config.data.role.value;
+  const steps: DoctorStep[] = [{
+    step: "config",
+    page: "runbook/show_config.md",
+    findings: [
+      ...basics.findings.filter((f) => f.id !== "doctor/role"),
+      roleFinding(target, config.data.role),
+      ...config.findings,
+    ],
+  }];
+  if (role === "builder") {
+    const health = await healthCheck(target, { deadline });
+    steps.push({ step: "health", page: "runbook/health_check.md", findings: health.findings });
+    return { role, steps };
+  }
+  if (!options.reachBuilders) return { role, steps };
+  // Builders' health checks run while verify_offload works, so doctor costs about its slowest builder.
+  const machines = config.data.builders.machines.map((m) => m.machine).filter(ssh);
+  const seen = new Set<string>();
+  const unique = machines.filter((m) => !seen.has(m.storeUri) && seen.add(m.storeUri));
+  const open = options.openBuilder ??
+    ((m: Machine) => builderTarget(m, { deadline, sshOptions: options.sshOptions ?? [] }));
+  const health = Promise.all(unique.map(async (machine) => {
+    const builder = open(machine);
+    try {
+      const reach = await builder.run(["true"]);
+      if (reach.failure || reach.code !== 0) {
+        return {
+          step: `health ${machine.storeUri}`,
+          page: "runbook/health_check.md",
+          findings: [{
+            id: "health/unreachable",
+            status: "unknown" as const,
+            summary: `${machine.storeUri}: health not checked: ${describeFailure(["ssh"], reach)}`,
+            fix: "See the offload findings for this builder (runbook/verify_offload.md)",
+          }],
+        };
+      }
+      const result = await healthCheck(builder, { deadline });
+      return {
+        step: `health ${machine.storeUri}`,
+        page: "runbook/health_check.md",
+        findings: result.findings.map((f) => ({
+          ...f,
+          summary: `${machine.storeUri}: ${f.summary}`,
+        })),
+      };
+    } finally {
+      await builder.close();
+    }
+  }));
+  const offload = await verifyMachines(target, {
+    deadline,
+    canary: options.canary ?? true,
+    sshOptions: options.sshOptions ?? [],
+  });
+  steps.push({ step: "offload", page: "runbook/verify_offload.md", findings: offload.findings });
+  steps.push(...await health);
+  return { role, steps };
+}
+
+function roleFinding(
+  target: Target,
+  role: { value: "controller" | "builder"; guessed: boolean; why: string },
+): Finding {
+  return {
+    id: "doctor/role",
+    status: "ok",
+    summary: `${target.host} is a ${role.value} (${
+      role.guessed ? "guessed from " : ""
+    }${role.why})`,
+    ...(role.guessed && role.value === "builder"
+      ? {
+        detail:
+          "Nothing here offloads builds (max-jobs is not 0 and no machines are configured), " +
+          "so doctor checks this machine as a builder. To offload builds from it, start at " +
+          "runbook/setup.md; pass --role to show_config to say which role it plays.",
+      }
+      : {}),
+    data: role,
+  };
+}
+
+/**
+ * The doctor report: every step's findings, each problem pointing to its step's runbook page.
+ *
+ * @example
+ * ```ts
+ * import { doctorReport } from "./doctor.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const report = doctorReport({
+ *   role: "builder",
+ *   steps: [{ step: "health", page: "runbook/health_check.md", findings: [
+ *     { id: "health/load", status: "warning", summary: "load", fix: "lower max-jobs" },
+ *   ] }],
+ * }, "builder1");
+ * assert.equal(report.findings[0]?.fix, "lower max-jobs\nsee runbook/health_check.md");
+ * assert.equal(report.status, "warning");
+ * ```
+ */
+export function doctorReport(result: DoctorResult, host: string): Report {
+  const findings: Finding[] = result.steps.flatMap((step) =>
+    step.findings.map((f) =>
+      f.status === "ok" || f.fix?.includes("runbook/")
+        ? f
+        : { ...f, fix: `${f.fix ? f.fix + "\n" : ""}see ${step.page}` }
+    )
+  );
+  return makeReport(findings, {
+    tool: "doctor",
+    host,
+    data: { role: result.role, steps: result.steps.map((s) => ({ step: s.step, page: s.page })) },
+  });
+}
+
+/**
+ * The summary table doctor prints under the findings: one row per step with its worst status, the
+ * number of problems and the runbook page to open.
+ *
+ * @example
+ * ```ts
+ * import { renderDoctorSummary } from "./doctor.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const text = renderDoctorSummary({
+ *   role: "builder",
+ *   steps: [{ step: "health", page: "runbook/health_check.md", findings: [
+ *     { id: "health/load", status: "warning", summary: "load" },
+ *   ] }],
+ * });
+ * assert.match(text, /health +WARNING +1 +runbook\/health_check\.md/);
+ * ```
+ */
+export function renderDoctorSummary(result: DoctorResult): string {
+  const rows = result.steps.map((step) => {
+    const status = worstStatus(step.findings.map((f) => f.status));
+    const problems = step.findings.filter((f) => f.status !== "ok").length;
+    return [step.step, status.toUpperCase(), String(problems), problems > 0 ? step.page : "-"];
+  });
+  const header = ["step", "status", "problems", "open"];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
+  return ["", `Summary (${result.role})`, line(header), ...rows.map(line), ""].join("\n");
 }

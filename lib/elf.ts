@@ -39,37 +39,41 @@ export interface ElfArch extends ElfIdentity {
 }
 
 const ARCHES: readonly ElfArch[] = [
-  { cpus: ["x86_64"], qemuArch: "x86_64", bits: 64, endian: "little", machine: 0x3e, flags: 0 },
-  {
-    cpus: ["i686", "i586", "i486", "i386"],
-    qemuArch: "i386",
-    bits: 32,
-    endian: "little",
-    machine: 0x03,
-    flags: 0,
-  },
-  { cpus: ["aarch64"], qemuArch: "aarch64", bits: 64, endian: "little", machine: 0xb7, flags: 0 },
-  {
-    cpus: ["armv7l", "armv6l", "armv5tel"],
-    qemuArch: "arm",
-    bits: 32,
-    endian: "little",
-    machine: 0x28,
-    // EF_ARM_EABI_VER5: 64-bit kernels run only EABI binaries in their 32-bit mode.
-    flags: 0x05000000,
-  },
-  { cpus: ["riscv64"], qemuArch: "riscv64", bits: 64, endian: "little", machine: 0xf3, flags: 0 },
-  {
-    cpus: ["powerpc64le"],
-    qemuArch: "ppc64le",
-    bits: 64,
-    endian: "little",
-    machine: 0x15,
-    // ELFv2 ABI: the entry point is code, not a function descriptor.
-    flags: 2,
-  },
-  { cpus: ["s390x"], qemuArch: "s390x", bits: 64, endian: "big", machine: 0x16, flags: 0 },
+  arch(["x86_64"], "x86_64", 64, "little", 0x3e),
+  arch(["i686", "i586", "i486", "i386"], "i386", 32, "little", 0x03),
+  arch(["aarch64", "arm64"], "aarch64", 64, "little", 0xb7),
+  // EF_ARM_EABI_VER5: 64-bit kernels run only EABI binaries in their 32-bit mode.
+  arch(["armv7l", "armv6l", "armv5tel", "armv8l"], "arm", 32, "little", 0x28, 0x05000000),
+  arch(["riscv64"], "riscv64", 64, "little", 0xf3),
+  // ELFv2 ABI: the entry point is code, not a function descriptor.
+  arch(["powerpc64le", "ppc64le"], "ppc64le", 64, "little", 0x15, 2),
+  arch(["s390x"], "s390x", 64, "big", 0x16),
+  // Identities only (entries are matched; no smoke program is generated for these).
+  arch(["aarch64_be"], "aarch64_be", 64, "big", 0xb7),
+  arch(["riscv32"], "riscv32", 32, "little", 0xf3),
+  arch(["powerpc64", "ppc64"], "ppc64", 64, "big", 0x15, 1),
+  arch(["powerpc", "ppc"], "ppc", 32, "big", 0x14),
+  arch(["mips64el"], "mips64el", 64, "little", 0x08),
+  arch(["mips64"], "mips64", 64, "big", 0x08),
+  arch(["mipsel"], "mipsel", 32, "little", 0x08),
+  arch(["mips"], "mips", 32, "big", 0x08),
+  arch(["loongarch64"], "loongarch64", 64, "little", 0x102),
+  arch(["sparc64"], "sparc64", 64, "big", 0x2b),
+  arch(["sparc"], "sparc", 32, "big", 0x02),
+  arch(["alpha"], "alpha", 64, "little", 0x9026),
+  arch(["m68k"], "m68k", 32, "big", 0x04),
 ];
+
+function arch(
+  cpus: string[],
+  qemuArch: string,
+  bits: 32 | 64,
+  endian: "little" | "big",
+  machine: number,
+  flags = 0,
+): ElfArch {
+  return { cpus, qemuArch, bits, endian, machine, flags };
+}
 
 /** `ELF` header `e_machine` names for messages. */
 const MACHINE_NAMES: Record<number, string> = {
@@ -85,6 +89,8 @@ const MACHINE_NAMES: Record<number, string> = {
   0xb7: "AArch64",
   0xf3: "RISC-V",
   0x102: "LoongArch",
+  0x9026: "Alpha",
+  0x04: "m68k",
 };
 
 /**
@@ -104,8 +110,9 @@ export function systemCpu(system: string): string {
 }
 
 /**
- * The architecture of a Linux Nix system (`aarch64-linux`), or `undefined` when the generator has no
- * program for it (another OS, or a CPU not in the table).
+ * The architecture of a Linux Nix system (`aarch64-linux`) when {@link smokeElf} can generate a
+ * program for it, else `undefined` (another OS, or a CPU without instruction encodings here; see
+ * {@link elfIdentity} for those).
  *
  * @example
  * ```ts
@@ -115,13 +122,47 @@ export function systemCpu(system: string): string {
  * assert.equal(elfArch("aarch64-linux")?.machine, 0xb7);
  * assert.equal(elfArch("armv6l-linux")?.qemuArch, "arm");
  * assert.equal(elfArch("x86_64-v2-linux")?.qemuArch, "x86_64");
+ * assert.equal(elfArch("mips64el-linux"), undefined);
  * assert.equal(elfArch("x86_64-darwin"), undefined);
  * ```
  */
 export function elfArch(system: string): ElfArch | undefined {
+  const arch = elfIdentity(system);
+  return arch !== undefined && hasSmokeProgram(arch) ? arch : undefined;
+}
+
+/**
+ * The ELF identity of a Linux Nix system, including CPUs the generator has no program for (what
+ * binfmt_misc entries are matched against), or `undefined` for other OSes and unknown CPUs.
+ *
+ * @example
+ * ```ts
+ * import { elfIdentity } from "./elf.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(elfIdentity("mips64el-linux")?.machine, 0x08);
+ * assert.equal(elfIdentity("wasm32-wasi"), undefined);
+ * ```
+ */
+export function elfIdentity(system: string): ElfArch | undefined {
   if (!/-linux$/.test(system)) return undefined;
   const cpu = systemCpu(system);
   return ARCHES.find((arch) => arch.cpus.includes(cpu));
+}
+
+/**
+ * Every architecture the identity table knows, canonical system name first (`aarch64-linux`).
+ *
+ * @example
+ * ```ts
+ * import { knownArches } from "./elf.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.ok(knownArches().some(([system]) => system === "s390x-linux"));
+ * ```
+ */
+export function knownArches(): [string, ElfArch][] {
+  return ARCHES.map((arch) => [`${arch.cpus[0]}-linux`, arch]);
 }
 
 /**
@@ -136,7 +177,82 @@ export function elfArch(system: string): ElfArch | undefined {
  * ```
  */
 export function smokeSystems(): string[] {
-  return ARCHES.map((arch) => `${arch.cpus[0]}-linux`);
+  return ARCHES.filter(hasSmokeProgram).map((arch) => `${arch.cpus[0]}-linux`);
+}
+
+/**
+ * Whether {@link smokeElf} can generate a program for this architecture.
+ *
+ * @example
+ * ```ts
+ * import { elfIdentity, hasSmokeProgram } from "./elf.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(hasSmokeProgram(elfIdentity("aarch64-linux")!), true);
+ * assert.equal(hasSmokeProgram(elfIdentity("mips64el-linux")!), false);
+ * ```
+ */
+export function hasSmokeProgram(arch: ElfArch): boolean {
+  return CODE[arch.qemuArch] !== undefined;
+}
+
+/**
+ * The architecture `uname -m` names (`x86_64`, `aarch64`, `armv7l`, `ppc64le`, ...), or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { archForUname } from "./elf.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(archForUname("ppc64le")?.qemuArch, "ppc64le");
+ * assert.equal(archForUname("x86_64")?.machine, 0x3e);
+ * ```
+ */
+export function archForUname(machine: string): ElfArch | undefined {
+  return ARCHES.find((arch) => arch.cpus.includes(machine.trim()));
+}
+
+/**
+ * Whether two architectures produce the same ELF identity (so one binfmt entry serves both and a
+ * kernel of one runs the other natively), e.g. `armv6l` and `armv7l`.
+ *
+ * @example
+ * ```ts
+ * import { elfArch, sameIdentity } from "./elf.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(sameIdentity(elfArch("armv6l-linux")!, elfArch("armv7l-linux")!), true);
+ * assert.equal(sameIdentity(elfArch("x86_64-linux")!, elfArch("i686-linux")!), false);
+ * ```
+ */
+export function sameIdentity(a: ElfIdentity, b: ElfIdentity): boolean {
+  return a.bits === b.bits && a.endian === b.endian && a.machine === b.machine;
+}
+
+/**
+ * The first 128 bytes of an ELF file of this identity, for matching binfmt_misc entries: the
+ * `e_ident`, `e_type` (2 = executable, 3 = PIE / shared object), `e_machine`, `e_version` and
+ * `e_flags`, zeros elsewhere.
+ *
+ * @example
+ * ```ts
+ * import { elfArch, elfHeaderBytes } from "./elf.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const head = elfHeaderBytes(elfArch("aarch64-linux")!, 3);
+ * assert.deepEqual([...head.slice(16, 20)], [3, 0, 0xb7, 0]);
+ * ```
+ */
+export function elfHeaderBytes(identity: ElfIdentity, type: 2 | 3): Uint8Array {
+  const out = new Uint8Array(128);
+  const view = new DataView(out.buffer);
+  const little = identity.endian === "little";
+  out.set([0x7f, 0x45, 0x4c, 0x46, identity.bits === 64 ? 2 : 1, little ? 1 : 2, 1, 0], 0);
+  view.setUint16(16, type, little);
+  view.setUint16(18, identity.machine, little);
+  view.setUint32(20, 1, little);
+  view.setUint32(identity.bits === 64 ? 48 : 36, identity.flags, little);
+  return out;
 }
 
 /**
@@ -469,7 +585,7 @@ function s390x(): Piece[] {
   ];
 }
 
-const CODE: Record<string, () => Piece[]> = {
+const CODE: Record<string, (() => Piece[]) | undefined> = {
   x86_64,
   i386,
   aarch64,
@@ -500,11 +616,14 @@ const BASE = 0x400000;
  * ```
  */
 export function smokeElf(system: string): Uint8Array {
-  const arch = elfArch(system);
-  if (arch === undefined) {
-    throw new Error(`Cannot generate a program for '${system}': no ELF encoding known for it`);
+  const arch = elfIdentity(system);
+  const program = arch === undefined ? undefined : CODE[arch.qemuArch];
+  if (arch === undefined || program === undefined) {
+    throw new Error(
+      `Cannot generate a program for '${system}': no instruction encoding known for it`,
+    );
   }
-  const pieces = [...CODE[arch.qemuArch]!(), label("msg"), bytes(...MESSAGE)];
+  const pieces = [...program(), label("msg"), bytes(...MESSAGE)];
   const is64 = arch.bits === 64;
   const ehsize = is64 ? 64 : 52;
   const phentsize = is64 ? 56 : 32;

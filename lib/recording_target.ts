@@ -99,11 +99,15 @@ export class RecordingTarget implements Target {
   #files = new Map<string, string>();
   #secretFiles: string[];
 
-  /** Wraps a target; `secretFiles` are extra paths never to copy (e.g. `secret-key-files`). */
-  constructor(inner: Target, options: { secretFiles?: string[] } = {}) {
+  /**
+   * Wraps a target; `secretFiles` are extra paths never to copy (e.g. `secret-key-files`); `host`
+   * names the machine in the bundle instead of the target's own name (e.g. the hostname, not
+   * `localhost`).
+   */
+  constructor(inner: Target, options: { secretFiles?: string[]; host?: string } = {}) {
     this.#inner = inner;
     this.kind = inner.kind;
-    this.host = inner.host;
+    this.host = options.host ?? inner.host;
     this.#secretFiles = options.secretFiles ?? [];
   }
 

@@ -31,8 +31,13 @@ globalThis.addEventListener("unload", () => {
 });
 
 // Runs "$@" with a watchdog that kills it after $1 seconds, keeping stdin (async lists get /dev/null).
-const WATCHDOG = 't=$1; shift; exec 3<&0; "$@" <&3 3<&- & c=$!; exec 3<&-; ' +
-  '( sleep "$t"; kill -TERM "$c"; sleep 2; kill -KILL "$c" ) >/dev/null 2>&1 </dev/null & w=$!; ' +
+// `timeout` (coreutils, busybox) when the host has it: the shell fallback leaves its `sleep $1`
+// behind for $1 seconds after the command ends, which matters for long streams (watch_builders).
+const WATCHDOG =
+  't=$1; shift; if command -v timeout >/dev/null 2>&1; then exec timeout "$t" "$@"; fi; ' +
+  'exec 3<&0; "$@" <&3 3<&- & c=$!; exec 3<&-; ' +
+  '( PATH="$PATH:/usr/bin:/bin"; sleep "$t"; kill -TERM "$c"; sleep 2; kill -KILL "$c" ) ' +
+  ">/dev/null 2>&1 </dev/null & w=$!; " +
   'wait "$c"; r=$?; kill "$w" 2>/dev/null; exit "$r"';
 
 const READ_FILE = '[ -e "$1" ] || exit 44; exec cat -- "$1"';
@@ -162,7 +167,8 @@ export class SshTarget implements Target {
     const timeoutS = Math.ceil(effectiveTimeout(options, this.#options) / 1000) + 1;
     const env = Object.entries(options.env ?? {}).map(([k, v]) => `${k}=${v}`);
     const command = env.length > 0 ? ["env", ...env, ...argv] : [...argv];
-    const remote = shellJoin(["sh", "-c", WATCHDOG, "sh", String(timeoutS), ...command]);
+    // /bin/sh, not sh: the session's PATH may lack /bin (a builder whose sshd sets PATH).
+    const remote = shellJoin(["/bin/sh", "-c", WATCHDOG, "sh", String(timeoutS), ...command]);
     return [
       "ssh",
       ...this.#baseArgs(),

@@ -12,7 +12,9 @@
  */
 
 import { armDeadline, createCommand, openTarget, runMain, UsageError } from "../lib/cli.ts";
-import { runDoctor } from "../lib/doctor.ts";
+import { doctorReport, runDoctor } from "../lib/doctor.ts";
+import { renderJson } from "../lib/findings.ts";
+import { healthCheck } from "../lib/health.ts";
 import { settingList } from "../lib/nix_config.ts";
 import { RecordingTarget, writeSnapshot } from "../lib/recording_target.ts";
 
@@ -35,10 +37,17 @@ if (import.meta.main) {
       throw new UsageError("--snapshot: collect reads a live system; use --host or nothing");
     }
     armDeadline("collect", opts.timeout);
+    const deadline = Date.now() + opts.timeout * 1000 - 500;
     const inner = await openTarget(opts);
-    const target = new RecordingTarget(inner);
+    // "localhost" means nothing in a ticket: the bundle and its findings name the machine.
+    const target = new RecordingTarget(
+      inner,
+      inner.kind === "local" ? { host: Deno.hostname() } : {},
+    );
     try {
-      await runDoctor(target, { reachBuilders: false });
+      // Everything doctor reads for either role, so any script can replay the bundle.
+      const doctor = await runDoctor(target, { reachBuilders: false, deadline });
+      if (doctor.role === "controller") await healthCheck(target, { deadline });
       // secret-key-files name files the bundle must never hold, even if a check read them.
       const config = await target.run([
         "nix",
@@ -50,6 +59,11 @@ if (import.meta.main) {
       if (secrets) target.addSecretFiles(settingList({ value: secrets }));
       const data = target.snapshot();
       await writeSnapshot(opts.output, data);
+      // What collect itself concluded, for the ticket and to compare a later --snapshot run with.
+      await Deno.writeTextFile(
+        `${opts.output}/report.json`,
+        renderJson(doctorReport(doctor, data.meta.host)),
+      );
       const line =
         `collect: wrote ${opts.output} from ${target.host}: ${data.commands.length} commands, ` +
         `${Object.keys(data.files).length} files\n`;

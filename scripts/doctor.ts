@@ -13,8 +13,7 @@
  */
 
 import { armDeadline, createCommand, emitReport, openTarget, runMain } from "../lib/cli.ts";
-import { runDoctor } from "../lib/doctor.ts";
-import { type Finding, makeReport } from "../lib/findings.ts";
+import { doctorReport, renderDoctorSummary, runDoctor } from "../lib/doctor.ts";
 
 if (import.meta.main) {
   await runMain("doctor", async () => {
@@ -29,7 +28,8 @@ if (import.meta.main) {
         ["deno run -A scripts/doctor.ts --json", "the report as JSON"],
       ],
       runbook: "runbook/doctor.md",
-    }).option("--no-builders", "do not reach out to the builders in the machines file");
+    }).option("--no-builders", "do not reach out to the builders in the machines file")
+      .option("--no-canary", "do not build canary derivations on the builders");
     program.parse(Deno.args, { from: "user" });
     const opts = program.opts();
     armDeadline("doctor", opts.timeout);
@@ -37,23 +37,14 @@ if (import.meta.main) {
     try {
       const result = await runDoctor(target, {
         reachBuilders: opts.builders && target.kind !== "snapshot",
+        canary: opts.canary,
+        deadline: Date.now() + opts.timeout * 1000 - 500,
+        sshOptions: opts.sshOption,
       });
-      const findings: Finding[] = result.steps.flatMap((step) =>
-        step.findings.map((f) =>
-          f.status === "ok" || f.fix?.includes("runbook/")
-            ? f
-            : { ...f, fix: `${f.fix ? f.fix + "\n" : ""}see ${step.page}` }
-        )
-      );
-      const report = makeReport(findings, {
-        tool: "doctor",
-        host: target.host,
-        data: {
-          role: result.role,
-          steps: result.steps.map((s) => ({ step: s.step, page: s.page })),
-        },
-      });
-      return emitReport(report, opts);
+      const report = doctorReport(result, target.host);
+      const code = emitReport(report, opts);
+      if (!opts.json) console.log(renderDoctorSummary(result));
+      return code;
     } finally {
       await target.close();
     }

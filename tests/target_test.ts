@@ -5,17 +5,7 @@ import { parseSshHost } from "../lib/host.ts";
 import { shellJoin } from "../lib/shell_quote.ts";
 import { startSshd } from "./lab/sshd.ts";
 
-// Real-sshd tests need root and Debian's openssh-server; CI (LAB_REQUIRED=1) must not skip them.
-const sshdMissing = Deno.uid() !== 0
-  ? "root"
-  : await Deno.stat("/usr/sbin/sshd").then(() => "", () => "/usr/sbin/sshd (openssh-server)");
-function labTest(name: string, fn: () => Promise<void>) {
-  if (sshdMissing && Deno.env.get("LAB_REQUIRED") !== "1") {
-    Deno.test({ name: `${name} (skipped: needs ${sshdMissing})`, ignore: true, fn });
-  } else {
-    Deno.test(name, fn);
-  }
-}
+import { labTest } from "./lab/lab.ts";
 
 /** Arguments that break naive quoting. */
 const NASTY = [

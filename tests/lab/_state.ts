@@ -37,11 +37,22 @@ export function processStart(pid: number): string {
 }
 
 /** Writes a lab's state file (atomically). */
-export async function writeState(dir: string, state: LabState): Promise<void> {
-  const tmp = `${dir}/state.json.tmp`;
-  await Deno.writeTextFile(tmp, JSON.stringify(state, null, 2) + "\n");
-  await Deno.rename(tmp, `${dir}/state.json`);
+export function writeState(dir: string, state: LabState): Promise<void> {
+  // Writes are chained so parallel callers never race on the temp file.
+  const text = JSON.stringify(state, null, 2) + "\n";
+  const previous = writes.get(dir) ?? Promise.resolve();
+  const next = previous.catch(() => {}).then(async () => {
+    const tmp = `${dir}/state.json.${crypto.randomUUID().slice(0, 8)}.tmp`;
+    await Deno.writeTextFile(tmp, text);
+    await Deno.rename(tmp, `${dir}/state.json`);
+  });
+  writes.set(dir, next);
+  return next.finally(() => {
+    if (writes.get(dir) === next) writes.delete(dir);
+  });
 }
+
+const writes = new Map<string, Promise<void>>();
 
 /** Reads a lab's state file; `null` when missing or unreadable. */
 export async function readState(dir: string): Promise<LabState | null> {
@@ -129,7 +140,8 @@ function youngerThan(path: string, ms: number): boolean {
  */
 export async function removeGlobalBinfmt(name: string): Promise<string | null> {
   if (!/^[A-Za-z0-9._-]+$/.test(name)) return `Refusing to remove binfmt entry '${name}'`;
-  const script = "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && " +
+  const script = "{ [ -e /proc/sys/fs/binfmt_misc/register ] || " +
+    "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; } && " +
     'if [ -e "/proc/sys/fs/binfmt_misc/$1" ]; then echo -1 > "/proc/sys/fs/binfmt_misc/$1"; fi';
   const result = await run(
     ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", name],

@@ -30,6 +30,7 @@
 import { canaryExpression, type CanarySystem, newNonce, writeCanaryElf } from "./canary.ts";
 import { withGlobalLock } from "./lock.ts";
 import {
+  freePort,
   killTree,
   LabError,
   type LabRunOptions,
@@ -38,14 +39,19 @@ import {
   runOk,
   sleep,
 } from "./_run.ts";
-import { cleanupLabs, LAB_ROOT, processStart, removeGlobalBinfmt, writeState } from "./_state.ts";
-import type { LabState } from "./_state.ts";
-import { freePort } from "./_run.ts";
+import {
+  cleanupLabs,
+  LAB_ROOT,
+  type LabState,
+  processStart,
+  removeGlobalBinfmt,
+  writeState,
+} from "./_state.ts";
 import { generateKey, sshConfigBlock, SSHD_PATH, sshdConfig, SshdProcess } from "./sshd.ts";
 
 export { LabError } from "./_run.ts";
 export type { LabRunOptions, LabRunResult } from "./_run.ts";
-export { cleanupLabs, LAB_ROOT } from "./_state.ts";
+export { cleanupLabs, type CleanupReport, LAB_ROOT } from "./_state.ts";
 
 /** A nix.conf value: lists are space-joined, booleans `true`/`false`; `null` removes the setting. */
 export type NixConfValue = string | number | boolean | readonly string[];
@@ -135,7 +141,10 @@ export interface LabOptions {
   emulation?: EmulationMode;
   /** Controller nix.conf settings over the lab defaults (see {@link DEFAULT_CONTROLLER_NIX_CONF}). */
   controllerNixConf?: NixConfSettings;
-  /** `ConnectTimeout` in the controller's ssh config, seconds (default 10). */
+  /**
+   * `ConnectTimeout` in the controller's ssh config, seconds (default 10). 0 leaves it out, as on
+   * a stock controller: a hung builder then stalls Nix's build hook forever.
+   */
   connectTimeoutSeconds?: number;
   /** Time-out of the whole start-up in milliseconds (default 60 000). */
   timeoutMs?: number;
@@ -681,7 +690,8 @@ mount --bind "$d/home" /root
 for f in passwd group shadow; do mount --bind "$d/etc/$f" "/etc/$f"; done
 mount -t binfmt_misc binfmt_misc ${BINFMT_DIR}
 echo ready
-exec cat >/dev/null
+# bash as the namespace init reaps orphans (cat would leave them as zombies) and waits for EOF
+exec bash -c 'while read -r _; do :; done'
 `;
 
 const CONTROLLER_INIT = `set -eu
@@ -693,7 +703,8 @@ mkdir -p /root/.ssh /root/.config/nix
 mount --bind "$d/ssh" /root/.ssh
 mount --bind "$d/user-nix-conf" /root/.config/nix
 echo ready
-exec cat >/dev/null
+# bash as the namespace init reaps orphans (cat would leave them as zombies) and waits for EOF
+exec bash -c 'while read -r _; do :; done'
 `;
 
 /** One builder host. */
@@ -705,13 +716,17 @@ export class Builder {
   /** `/tmp/nbr-lab/<id>/builderN`: its `nix/`, `etc-nix/`, `home/`, `ssh/`, logs. */
   readonly dir: string;
   /** Its sshd port on 127.0.0.1. */
-  readonly port: number;
+  get port(): number {
+    return this.#port;
+  }
   /** Whether it emulates aarch64-linux (binfmt + extra-platforms). */
   readonly emulates: boolean;
   #lab: Lab;
+  #port: number;
   #holder = new Holder();
-  #sshd: SshdProcess;
+  #sshd: SshdProcess | undefined;
   #daemon: Deno.ChildProcess | undefined;
+  #daemonPump: Promise<void> | undefined;
   #nixConf: Record<string, string>;
   #machine: MachineOptions;
   #faults = new Set<LabFault>();
@@ -735,7 +750,7 @@ export class Builder {
     this.index = o.index;
     this.name = o.name;
     this.dir = o.dir;
-    this.port = freePort();
+    this.#port = freePort();
     this.emulates = o.options.emulation ?? true;
     this.#clientPub = o.clientPub;
     this.#remoteUid = o.remoteUid;
@@ -744,11 +759,6 @@ export class Builder {
     this.#nixConf = { ...DEFAULT_BUILDER_NIX_CONF };
     if (this.emulates) this.#nixConf["extra-platforms"] = "aarch64-linux";
     applySettings(this.#nixConf, o.options.nixConf ?? {});
-    this.#sshd = new SshdProcess({
-      argv: [...this.#nsPrefix(), SSHD_PATH, "-D", "-e", "-f", `${this.dir}/ssh/sshd_config`],
-      logFile: `${this.dir}/sshd.log`,
-      port: this.port,
-    });
   }
 
   /** The builder's host public key line (what the controller's known_hosts holds). */
@@ -768,7 +778,7 @@ export class Builder {
 
   /** The pid of its sshd listener (0 when stopped). */
   get sshdPid(): number {
-    return this.#sshd.pid;
+    return this.#sshd?.pid ?? 0;
   }
 
   /** Its current nix.conf settings. */
@@ -839,7 +849,7 @@ export class Builder {
     return run([...this.#nsPrefix(options.cwd ?? "/"), ...argv], execRunOptions(options));
   }
 
-  /** @internal {@link Builder.exec} that throws unless it exits 0. */
+  /** {@link Builder.exec} that throws a one-line {@link LabError} unless the command exits 0. */
   execOk(argv: readonly string[], options: ExecOptions = {}): Promise<LabRunResult> {
     return runOk([...this.#nsPrefix(options.cwd ?? "/"), ...argv], execRunOptions(options));
   }
@@ -851,17 +861,17 @@ export class Builder {
     else this.#faults.delete(fault);
     switch (fault) {
       case "down":
-        if (on) await this.#sshd.stop();
+        if (on) await this.#sshd?.stop();
         else if (!this.#faults.has("hung")) await this.#startSshd();
         return;
       case "hung":
-        this.#sshd.signal(on ? "SIGSTOP" : "SIGCONT");
+        this.#sshd?.signal(on ? "SIGSTOP" : "SIGCONT");
         return;
       case "wrong-host-key":
       case "nix-not-on-path":
         await this.#writeSshdConfig();
         if (!this.#faults.has("down")) {
-          await this.#sshd.stop();
+          await this.#sshd?.stop();
           await this.#startSshd();
         }
         return;
@@ -942,14 +952,24 @@ export class Builder {
     });
     await this.#lab.recordHolder(this.#holder.outerPid);
     if (this.emulates && this.#nsUser) await this.registerBinfmt("qemu-aarch64");
-    await this.#startSshd();
+    for (let attempt = 1;; attempt++) {
+      try {
+        await this.#startSshd();
+        break;
+      } catch (error) {
+        // Another program took the free port between freePort() and sshd's bind: pick again.
+        if (attempt >= 3 || !/Address already in use|Bind to port/.test(String(error))) throw error;
+        this.#port = freePort();
+        await this.#writeSshdConfig();
+      }
+    }
   }
 
   /** @internal */
   async stop(): Promise<void> {
-    this.#sshd.signal("SIGCONT");
+    this.#sshd?.signal("SIGCONT");
     await this.#stopDaemon();
-    await this.#sshd.stop();
+    await this.#sshd?.stop();
     await this.#holder.stop();
   }
 
@@ -967,7 +987,6 @@ export class Builder {
   }
 
   async #startSshd(): Promise<void> {
-    // The prefix captured at construction had pid 0; rebuild it now that the holder runs.
     this.#sshd = new SshdProcess({
       argv: [...this.#nsPrefix(), SSHD_PATH, "-D", "-e", "-f", `${this.dir}/ssh/sshd_config`],
       logFile: `${this.dir}/sshd.log`,
@@ -1044,8 +1063,6 @@ export class Builder {
       await sleep(20);
     }
   }
-
-  #daemonPump: Promise<void> | undefined;
 
   async #stopDaemon(): Promise<void> {
     const child = this.#daemon;

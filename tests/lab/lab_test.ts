@@ -87,7 +87,7 @@ labTest(
     assert.match(entry.stdout, /^flags: .*F/m);
     const { outPath, drvPath, stderr } = await buildOk(lab, "aarch64-linux");
     assert.match(stderr, /on 'ssh:\/\/builder1'/);
-    assert.match(stderr, /^canary> ok$/m);
+    assert.match(stderr, /^canary(-[0-9a-f]+)?> ok$/m); // -L prefixes the name without its "version"
     assert.equal((await lab.controller.exec(["cat", outPath as string])).stdout, "ok\n");
     assert.equal(
       (await lab.controller.exec(["nix-store", "-l", drvPath as string])).stdout,
@@ -302,12 +302,15 @@ labTest("lab: stop() leaves no process, namespace or directory behind", async ()
   const sshd = lab.builders.map((b) => b.sshdPid);
   const ns = await Promise.all(pids.map((p) => Deno.readLink(`/proc/${p}/ns/mnt`)));
   await lab.builders[1]!.setFault("untrusted-user");
+  // Only processes that existed before stop() can still be in the lab's namespaces (namespace
+  // inode numbers are reused at once, so a process started later may show the same number).
+  const before = new Set(await allPids());
   await lab.stop();
   for (const pid of [...pids, ...sshd]) assert.equal(isAlive(pid), false, `pid ${pid} survived`);
   assert.equal(await exists(lab.dir), false);
   const left = await processesMentioning(lab.id);
   assert.deepEqual(left, []);
-  const nsNow = await namespacesInUse();
+  const nsNow = await namespacesInUse(before);
   for (const n of ns) assert.equal(nsNow.has(n), false, `${n} still in use`);
 });
 
@@ -403,15 +406,81 @@ async function processesMentioning(text: string): Promise<string[]> {
   return found;
 }
 
-async function namespacesInUse(): Promise<Set<string>> {
+async function allPids(): Promise<string[]> {
+  const pids: string[] = [];
+  for await (const entry of Deno.readDir("/proc")) {
+    if (/^\d+$/.test(entry.name)) pids.push(entry.name);
+  }
+  return pids;
+}
+
+async function namespacesInUse(among: ReadonlySet<string>): Promise<Set<string>> {
   const found = new Set<string>();
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
+  for (const pid of await allPids()) {
+    if (!among.has(pid)) continue;
     try {
-      found.add(await Deno.readLink(`/proc/${entry.name}/ns/mnt`));
+      found.add(await Deno.readLink(`/proc/${pid}/ns/mnt`));
     } catch {
       // gone
     }
   }
   return found;
 }
+
+labTest(
+  "lab fault 'hung' with no ConnectTimeout (a stock controller): Nix 2.8 waits forever",
+  async () => {
+    await using lab = await startLab({ builders: 1, connectTimeoutSeconds: 0 });
+    const config = await Deno.readTextFile(lab.controller.sshConfigFile);
+    assert.doesNotMatch(config, /ConnectTimeout/);
+    await lab.builders[0]!.setFault("hung");
+    const result = await lab.controller.nixBuild(lab.canary("x86_64-linux").expression, {
+      timeoutMs: 4000,
+    });
+    assert.equal(result.timedOut, true);
+    assert.equal(result.code, 124);
+  },
+);
+
+Deno.test("labTest() skips with one line when prerequisites are missing, fails under LAB_REQUIRED=1", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nbr-labtest-" });
+  try {
+    const file = `${dir}/probe_test.ts`;
+    const lab = new URL("./lab.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      file,
+      `import { labTest } from ${JSON.stringify(lab)};\nlabTest("probe", () => {});\n`,
+    );
+    const probe = async (required: boolean) => {
+      const env: Record<string, string> = {
+        PATH: "/nonexistent",
+        HOME: Deno.env.get("HOME") ?? "/",
+      };
+      if (required) env["LAB_REQUIRED"] = "1";
+      return await run([Deno.execPath(), "test", "-A", "--no-check", file], {
+        env,
+        clearEnv: true,
+        timeoutMs: 60_000,
+      });
+    };
+    const skipped = await probe(false);
+    assert.equal(skipped.code, 0, skipped.stderr);
+    // Deno shows module-load output as "pre-test output" on stdout.
+    const lines = (skipped.stdout + skipped.stderr).split("\n")
+      .filter((l) => l.startsWith("lab tests skipped:"));
+    assert.equal(lines.length, 1);
+    assert.match(
+      lines[0] as string,
+      /^lab tests skipped: Lab prerequisites missing: .*nix-bin \(nix\)/,
+    );
+    assert.match(skipped.stdout, /probe \.\.\. .*ignored/);
+    const required = await probe(true);
+    assert.notEqual(required.code, 0);
+    assert.match(
+      required.stdout + required.stderr,
+      /Lab prerequisites missing: .*\(LAB_REQUIRED=1\)/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -42,7 +42,10 @@ export interface StartSshdOptions {
   setEnv?: Record<string, string>;
   /** Extra `sshd_config` lines, appended as given. */
   extraConfig?: readonly string[];
-  /** ssh client `ConnectTimeout` in seconds put into `sshOptions` and the config (default 10). */
+  /**
+   * ssh client `ConnectTimeout` in seconds put into `sshOptions` and the config (default 10);
+   * 0 leaves it out (ssh then waits for a hung server forever, as it does by default).
+   */
   connectTimeoutSeconds?: number;
   /**
    * Runs sshd through this prefix, e.g. `["nsenter", "-t", pid, "-m", "-p", "--"]` to start it in
@@ -71,6 +74,7 @@ export interface Sshd extends AsyncDisposable {
    * ssh client arguments that reach this server with no other config:
    * `-F /dev/null -p <port> -i <key> -l root -o IdentitiesOnly=yes -o UserKnownHostsFile=<file>
    * -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=<n>`. Append the host.
+   * ssh keeps the first value it sees for an option, so `-o` options placed before these win.
    */
   readonly sshOptions: readonly string[];
   /** An ssh_config file with a `Host <hostAlias>` block; use as `ssh -F <file> <alias>`. */
@@ -199,8 +203,7 @@ async function launch(o: LaunchOptions): Promise<Sshd> {
     "StrictHostKeyChecking=yes",
     "-o",
     "BatchMode=yes",
-    "-o",
-    `ConnectTimeout=${connectTimeout}`,
+    ...(connectTimeout > 0 ? ["-o", `ConnectTimeout=${connectTimeout}`] : []),
   ];
   const logFile = `${o.dir}/sshd.log`;
   const server = new SshdProcess({
@@ -292,7 +295,7 @@ export function sshConfigBlock(o: {
     "  GlobalKnownHostsFile /dev/null",
     "  StrictHostKeyChecking yes",
     "  BatchMode yes",
-    `  ConnectTimeout ${o.connectTimeout}`,
+    ...(o.connectTimeout > 0 ? [`  ConnectTimeout ${o.connectTimeout}`] : []),
     "",
   ].join("\n");
 }
@@ -354,7 +357,8 @@ export class SshdProcess {
     });
     if (!ready) {
       await this.stop();
-      const last = this.#log.trim().split("\n").filter((l) => l !== "").at(-1) ?? "no output";
+      const lines = this.#log.trim().split("\n").filter((l) => l !== "");
+      const last = lines.slice(-2).join("; ") || "no output";
       throw new LabError(`Cannot start sshd on 127.0.0.1:${this.#port}: ${last}`);
     }
     this.#pid = findSshdPid(child.pid);

@@ -1,0 +1,50 @@
+# flake.nix's outputs evaluated with the stub nixpkgs (./nixpkgs.nix, ./lib.nix), and the
+# health-check module evaluated with the stub module system; used by ./check.nix and ./health.nix.
+let
+  root = ../..;
+  nixpkgs = import ./nixpkgs.nix;
+  inherit (nixpkgs) lib;
+  flake = import (root + "/flake.nix");
+  self =
+    flake.outputs {
+      inherit self nixpkgs;
+    }
+    // {
+      outPath = toString root;
+    };
+  system = "x86_64-linux";
+  pkgs = nixpkgs.legacyPackages.${system};
+
+  # The two NixOS options the module reads from the rest of the system.
+  nixosBase =
+    { lib, pkgs, ... }:
+    {
+      options.nix.package = lib.mkOption {
+        type = lib.types.package;
+        default = pkgs.nix;
+      };
+      options.systemd.package = lib.mkOption {
+        type = lib.types.package;
+        default = pkgs.systemd;
+      };
+    };
+in
+{
+  inherit self system lib;
+  # The config of a system with the flake's module and `services.nix-builder-health = settings`.
+  evalHealth =
+    settings:
+    (lib.evalModules {
+      modules = [
+        nixosBase
+        self.nixosModules.health-check
+        { services.nix-builder-health = settings; }
+      ];
+      specialArgs = { inherit pkgs; };
+      freeform = [
+        [ ]
+        [ "nix" ]
+        [ "systemd" ]
+      ];
+    }).config;
+}

@@ -1,0 +1,159 @@
+/**
+ * What ships for scheduling the health check: the crontab line run the way cron runs it, the
+ * systemd units through `systemd-analyze verify`, and the NixOS module evaluated by the real Nix.
+ */
+import assert from "node:assert/strict";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+async function sh(script: string, env: Record<string, string> = {}, args: string[] = []) {
+  const out = await new Deno.Command("sh", {
+    args: ["-c", script, "sh", ...args],
+    env: { NO_COLOR: "1", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+}
+
+/** What cron does to a command: `\%` becomes `%`; an unescaped `%` ends it (the rest is stdin). */
+function cronCommand(field: string): string {
+  let out = "";
+  for (let i = 0; i < field.length; i++) {
+    const ch = field[i]!;
+    if (ch === "\\" && field[i + 1] === "%") {
+      out += "%";
+      i++;
+    } else if (ch === "%") {
+      break;
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+Deno.test("the crontab line escapes % and runs the check as cron would", async () => {
+  const text = await Deno.readTextFile(`${ROOT}deploy/nix-builder-health.cron`);
+  const jobs = text.split("\n").filter((l) => /^[\d*]/.test(l));
+  assert.equal(jobs.length, 1);
+  const fields = jobs[0]!.split(/\s+/);
+  assert.deepEqual(fields.slice(0, 6), ["*/15", "*", "*", "*", "*", "root"]);
+  const field = fields.slice(6).join(" ");
+  // Every % is escaped, or cron would cut the command there.
+  assert.doesNotMatch(field, /(^|[^\\])%/);
+  const command = cronCommand(field);
+  assert.match(command, / -w 10%: -c 5%: /);
+  const dir = await Deno.makeTempDir();
+  try {
+    const local = command
+      .replace("/opt/nix-builder-runbook", ROOT.replace(/\/$/, ""))
+      .replace("/var/lib/prometheus/node-exporter", dir) +
+      ` --state-file ${dir}/state.json --load-warning '~:1000' --load-critical '~:1000'` +
+      ` --pressure-warning '~:100' --pressure-critical '~:100' --oom-warning '~:100000'`;
+    const path = /^PATH=(.*)$/m.exec(text)![1]!;
+    const run = await sh(local, { PATH: path, HOME: Deno.env.get("HOME") ?? "/root" });
+    assert.equal(run.code, 0, run.stdout + run.stderr);
+    // Healthy: nothing for cron to mail.
+    assert.equal(run.stdout + run.stderr, "");
+    assert.match(
+      await Deno.readTextFile(`${dir}/nix_builder.prom`),
+      /^nix_builder_health_status 0$/m,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the systemd units pass systemd-analyze verify and treat WARNING as success", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const unit of ["nix-builder-health.service", "nix-builder-health.timer"]) {
+      const text = await Deno.readTextFile(`${ROOT}deploy/${unit}`);
+      // The checkout lives elsewhere here; verify refuses an ExecStart that does not exist.
+      await Deno.writeTextFile(
+        `${dir}/${unit}`,
+        text.replaceAll("/opt/nix-builder-runbook", ROOT.replace(/\/$/, "")),
+      );
+    }
+    const alert = await Deno.readTextFile(`${ROOT}deploy/nix-builder-health-alert@.service`);
+    await Deno.writeTextFile(`${dir}/nix-builder-health-alert@.service`, alert);
+    const verify = await sh(
+      'cd "$1" && systemd-analyze verify --man=no ./nix-builder-health.service ' +
+        "./nix-builder-health.timer ./nix-builder-health-alert@x.service",
+      {},
+      [dir],
+    );
+    assert.equal(verify.code, 0, verify.stderr);
+    // Unknown keys and bad values are warnings on stderr, not failures: there must be none.
+    assert.equal(verify.stderr, "");
+    const service = await Deno.readTextFile(`${ROOT}deploy/nix-builder-health.service`);
+    assert.match(service, /^SuccessExitStatus=1$/m);
+    assert.match(service, /^OnFailure=nix-builder-health-alert@%n\.service$/m);
+    assert.match(service, /^Type=oneshot$/m);
+    const timer = await Deno.readTextFile(`${ROOT}deploy/nix-builder-health.timer`);
+    assert.match(timer, /^OnCalendar=\*:0\/15$/m);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the NixOS module makes a oneshot service on a timer with SuccessExitStatus and onFailure", async () => {
+  // nixpkgs is not on this machine: the module is evaluated by the real Nix with a minimal
+  // stand-in for the few `lib` functions it uses, to check what it produces.
+  const expr = `
+    let
+      lib = {
+        mkEnableOption = d: { default = false; description = d; };
+        mkOption = o: o;
+        mkIf = c: v: if c then v else { };
+        types = { path = "path"; package = "package"; str = "str"; listOf = t: "list"; either = a: b: "either"; nullOr = t: "nullOr"; };
+        literalExpression = x: x;
+        optionals = c: l: if c then l else [ ];
+        optional = c: x: if c then [ x ] else [ ];
+        escapeShellArgs = l: builtins.concatStringsSep " " (map (a: "'" + builtins.replaceStrings [ "'" ] [ "'\\\\''" ] a + "'") l);
+      };
+      pkgs = { deno = "/deno"; bash = "bash"; coreutils = "coreutils"; getconf = "getconf"; util-linux = "util-linux"; procps = "procps"; };
+      config = {
+        services.nix-builder-health = {
+          enable = true;
+          package = "/src";
+          deno = "/deno";
+          script = "/src/scripts/health_check.ts";
+          startAt = "*:0/15";
+          extraArgs = [ "-w" "15%:" ];
+          prometheus.textfileDirectory = "/var/lib/text";
+          onFailure = [ "notify-admins@%n.service" ];
+        };
+        nix.package = "nix";
+        systemd.package = "systemd";
+      };
+      m = import ${ROOT}nix/health-check-module.nix { inherit config lib pkgs; };
+    in {
+      service = m.config.systemd.services.nix-builder-health;
+      tmpfiles = m.config.systemd.tmpfiles.rules;
+      startAtDefault = m.options.services.nix-builder-health.startAt.default;
+    }`;
+  const out = await new Deno.Command("nix-instantiate", {
+    args: ["--eval", "--strict", "--json", "-E", expr],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const result = JSON.parse(new TextDecoder().decode(out.stdout));
+  const service = result.service;
+  assert.equal(service.serviceConfig.Type, "oneshot");
+  assert.equal(service.serviceConfig.SuccessExitStatus, "1");
+  assert.equal(
+    service.serviceConfig.ExecStart,
+    "'/deno/bin/deno' 'run' '-A' '/src/scripts/health_check.ts' '--state-file' " +
+      "'/var/lib/nix-builder-runbook/health-state.json' '--prometheus' " +
+      "'/var/lib/text/nix_builder.prom' '-w' '15%:'",
+  );
+  assert.deepEqual(service.onFailure, ["notify-admins@%n.service"]);
+  assert.equal(service.startAt, "*:0/15");
+  assert.equal(result.startAtDefault, "*:0/15");
+  assert.deepEqual(result.tmpfiles, ["d /var/lib/text 0755 root root -"]);
+  assert.ok(service.path.includes("nix"));
+});
