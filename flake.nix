@@ -16,10 +16,9 @@
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
 
       # scripts/<name>.ts -> "<name>": one app and one bin/<name> each.
+      isScript = file: builtins.match ".*\\.ts" file != null && builtins.match ".*_test\\.ts" file == null;
       scripts = map (file: builtins.head (builtins.match "(.*)\\.ts" file)) (
-        builtins.filter (file: builtins.match ".*\\.ts" file != null && builtins.match ".*_test\\.ts" file == null) (
-          builtins.attrNames (builtins.readDir ./scripts)
-        )
+        builtins.filter isScript (builtins.attrNames (builtins.readDir ./scripts))
       );
     in
     {

@@ -16,6 +16,31 @@
  * assert.equal(report.status, "ok");
  * ```
  *
+ * @example The parsers, and a check of one's own against a snapshot (what `collect.ts` writes)
+ * ```ts
+ * import { exitCodeFor, makeReport, parseMachines, parseNixConf, SnapshotTarget } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const conf = parseNixConf("builders = @/etc/nix/machines\nmax-jobs = 0\n");
+ * assert.deepEqual(conf.lines.map((l) => l.kind === "setting" ? l.value : ""), ["@/etc/nix/machines", "0"]);
+ * const [machine] = parseMachines("ssh-ng://nixos x86_64-linux,aarch64-linux - 8 1 big-parallel").machines;
+ * assert.deepEqual(machine?.systems, ["x86_64-linux", "aarch64-linux"]);
+ *
+ * const target = new SnapshotTarget({
+ *   meta: { host: "nixos", collected_at: "2026-11-25T10:00:00Z", tool: "collect 0.1.0" },
+ *   commands: [{ argv: ["nproc"], code: 0, stdout: "8\n", stderr: "" }],
+ *   paths: {},
+ *   files: {},
+ * });
+ * const cores = Number((await target.run(["nproc"])).stdout);
+ * const report = makeReport([{
+ *   id: "demo/cores",
+ *   status: cores >= (machine?.maxJobs ?? 1) ? "ok" : "warning",
+ *   summary: `${cores} cores for ${machine?.maxJobs} jobs`,
+ * }], { tool: "demo", host: target.host });
+ * assert.equal(exitCodeFor(report.status), 0);
+ * ```
+ *
  * @module
  */
 
@@ -68,3 +93,4 @@ export * from "./lib/log_view.ts";
 export * from "./lib/drv_log.ts";
 export * from "./lib/progress.ts";
 export * from "./lib/pager.ts";
+export * from "./lib/doctor.ts";

@@ -124,11 +124,14 @@ interface Measure {
 
 const HAVE_GNU_TIME = await Deno.stat("/usr/bin/time").then(() => true, () => false);
 
-/** Runs `sh -c command` with stdout to /dev/null; wall time and the peak RSS of its largest process. */
-async function measure(command: string): Promise<Measure> {
+/**
+ * Runs `sh -c command` with stdout to a scratch file (not /dev/null: GNU grep stops at the first
+ * match when its output is /dev/null); wall time and the peak RSS of its largest process.
+ */
+async function measure(command: string, scratch: string): Promise<Measure> {
   if (HAVE_GNU_TIME) {
     const out = await new Deno.Command("/usr/bin/time", {
-      args: ["-f", "%e %M", "sh", "-c", `${command} >/dev/null`],
+      args: ["-f", "%e %M", "sh", "-c", `${command} >${quote(scratch)}`],
       env: { NO_COLOR: "1" },
       stdout: "null",
       stderr: "piped",
@@ -143,7 +146,7 @@ async function measure(command: string): Promise<Measure> {
   // Without GNU time: poll VmHWM of the shell's descendants.
   const start = performance.now();
   const child = new Deno.Command("sh", {
-    args: ["-c", `${command} >/dev/null`],
+    args: ["-c", `${command} >${quote(scratch)}`],
     stdout: "null",
     stderr: "null",
   }).spawn();
@@ -185,6 +188,7 @@ export async function benchDrvLog(options: DrvLogBenchOptions = {}): Promise<Ben
   const sizeMiB = options.sizeMiB ?? 1024;
   const runs = options.runs ?? 3;
   const path = await Deno.makeTempFile({ dir: "/tmp", prefix: "drvlog-bench-", suffix: ".log" });
+  const scratch = `${path}.out`;
   try {
     await generateLog(path, sizeMiB << 20);
     const size = (await Deno.stat(path)).size;
@@ -228,14 +232,14 @@ export async function benchDrvLog(options: DrvLogBenchOptions = {}): Promise<Ben
       },
     ];
     // Warm the page cache so that every run reads from memory.
-    await measure(`cat ${file}`);
+    await measure(`cat ${file}`, scratch);
     const rows: BenchRow[] = [];
     for (const c of cases) {
       const ours: Measure[] = [];
       const base: Measure[] = [];
       for (let r = 0; r < runs; r++) {
-        base.push(await measure(c.baseline));
-        ours.push(await measure(c.ours));
+        base.push(await measure(c.baseline, scratch));
+        ours.push(await measure(c.ours, scratch));
       }
       const best = (ms: Measure[]) => Math.min(...ms.map((m) => m.seconds));
       const peak = (ms: Measure[]) => Math.max(...ms.map((m) => m.peakKiB)) / 1024;
@@ -260,6 +264,7 @@ export async function benchDrvLog(options: DrvLogBenchOptions = {}): Promise<Ben
     return rows;
   } finally {
     await Deno.remove(path).catch(() => {});
+    await Deno.remove(scratch).catch(() => {});
   }
 }
 

@@ -4,8 +4,10 @@
  * another (`--jobs 1`), with and without canary builds. The target: all at once takes at most 1.5×
  * the slowest single builder. `ms` is verify_offload's own wall time (its `data.ms`, without Deno's
  * start-up); "slowest single" is the slowest builder's time in the one-after-another run, where
- * each builder has the machine to itself. Every builder runs on this one machine, so with canaries
- * the all-at-once run is bound by this machine's cores, not by waiting: see the `cpu` column.
+ * each builder has the machine to itself. Every builder runs on this one machine: "our cpu" is the
+ * CPU time the run itself used (the script's process tree on the controller, plus every builder's
+ * sshd tree: sessions, nix-store, the builds), and "cpu floor" that divided by the cores, the least
+ * time the all-at-once run can take here however well it waits in parallel.
  *
  * `-A`: the lab runs unshare, nsenter, sshd and nix as root. Run alone with
  * `deno run -A bench/verify_offload_bench.ts [runs]`; `bench/main.ts` calls {@link benchVerifyOffload}.
@@ -30,33 +32,55 @@ interface Run {
   ms: number;
   slowest: number;
   status: string;
-  cpuMs: number;
+  /** CPU time of verify_offload's own process tree on the controller, ms. */
+  controllerCpuMs: number;
+  /** CPU time the builders' sshd trees (sessions, nix-store, builds) used, ms. */
+  builderCpuMs: number;
 }
 
 async function runOnce(lab: Lab, args: string[]): Promise<Run> {
-  const before = await cpuMs();
+  const before = lab.builders.map((b) => sshdCpuMs(b.sshdPid));
   const r = await lab.controller.exec(
-    [Deno.execPath(), "run", "-A", SCRIPT, "--json", "--max-load", "1000", ...args],
+    [
+      "/usr/bin/time",
+      "-f",
+      "@cpu %U %S",
+      Deno.execPath(),
+      "run",
+      "-A",
+      SCRIPT,
+      "--json",
+      "--max-load",
+      "1000",
+      ...args,
+    ],
     { cwd: "/tmp", timeoutMs: 300_000 },
   );
-  const after = await cpuMs();
+  const after = lab.builders.map((b) => sshdCpuMs(b.sshdPid));
   const report = JSON.parse(r.stdout) as {
     status: string;
     data: { ms: number; rows: { ms: number }[] };
   };
+  const cpu = /@cpu ([\d.]+) ([\d.]+)/.exec(r.stderr);
   return {
     ms: report.data.ms,
     slowest: Math.max(...report.data.rows.map((row) => row.ms)),
     status: report.status,
-    cpuMs: after - before,
+    controllerCpuMs: cpu ? Math.round((Number(cpu[1]) + Number(cpu[2])) * 1000) : NaN,
+    builderCpuMs: after.reduce((sum, a, i) => sum + a - (before[i] ?? 0), 0),
   };
 }
 
-/** CPU time the whole machine spent (user + system, all cores), in milliseconds. */
-async function cpuMs(): Promise<number> {
-  const line = (await Deno.readTextFile("/proc/stat")).split("\n")[0] ?? "";
-  const [, user = 0, nice = 0, system = 0] = line.trim().split(/\s+/).map(Number);
-  return (user + nice + system) * 10;
+/** CPU an sshd listener and every session it reaped used (user + system, self + children), ms. */
+function sshdCpuMs(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // utime, stime, cutime, cstime are fields 14-17 of stat (11-14 after the command name).
+    return [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i]), 0) * 10;
+  } catch {
+    return 0;
+  }
 }
 
 function median(values: number[]): number {
@@ -90,12 +114,14 @@ export async function benchVerifyOffload(
     const load = (await Deno.readTextFile("/proc/loadavg")).split(" ")[0];
     for (const [name, set] of [["one after another", serial], ["all at once", parallel]] as const) {
       const ms = median(set.map((r) => r.ms));
+      const ours = median(set.map((r) => r.controllerCpuMs + r.builderCpuMs));
       rows.push({
         case: `${builders} builders, ${name}${canary ? "" : ", --no-canary"}`,
         ms,
         "slowest single ms": slowest,
         "× slowest single": Number((ms / slowest).toFixed(2)),
-        "cpu ms": median(set.map((r) => r.cpuMs)),
+        "our cpu ms": ours,
+        "cpu floor ms": Math.round(ours / navigator.hardwareConcurrency),
         status: set.map((r) => r.status).join(","),
         "load1 after": load,
       });

@@ -35,7 +35,7 @@ import {
   smokeElf,
 } from "./elf.ts";
 import { quoteForMessage, UsageError } from "./errors.ts";
-import type { Finding, Status } from "./findings.ts";
+import { type Finding, finding, type Status } from "./findings.ts";
 import { parseSshHost } from "./host.ts";
 import { resolveBuilders } from "./machines.ts";
 import { parseNixVersion, readEffectiveConfig, settingList } from "./nix_config.ts";
@@ -852,19 +852,6 @@ export function qemuRegisterLine(arch: ElfArch): string {
     flags: "F",
   };
   return formatRegisterLine(rule);
-}
-
-function finding(
-  id: string,
-  status: Status,
-  summary: string,
-  extra: { detail?: string; fix?: string; data?: unknown } = {},
-): Finding {
-  const f: Finding = { id, status, summary };
-  if (extra.detail !== undefined && extra.detail !== "") f.detail = extra.detail;
-  if (extra.fix !== undefined) f.fix = extra.fix;
-  if (extra.data !== undefined) f.data = extra.data;
-  return f;
 }
 
 /** The systems (canonical names) an entry serves. */

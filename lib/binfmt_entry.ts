@@ -172,6 +172,7 @@ export function parseBinfmtEntry(text: string, name: string, input?: string): Bi
   let magic: Uint8Array | undefined;
   let mask: Uint8Array | undefined;
   let extension: string | undefined;
+  let maskLine = 1;
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i]!;
     const at = { line: i + 1 };
@@ -195,21 +196,26 @@ export function parseBinfmtEntry(text: string, name: string, input?: string): Bi
       }
       offset = Number(value);
     } else if (line.startsWith("magic ")) magic = hex(line.slice("magic ".length), "magic");
-    else if (line.startsWith("mask ")) mask = hex(line.slice("mask ".length), "mask");
-    else if (line.startsWith("extension ")) {
+    else if (line.startsWith("mask ")) {
+      mask = hex(line.slice("mask ".length), "mask");
+      maskLine = i + 1;
+    } else if (line.startsWith("extension ")) {
       extension = line.slice("extension ".length).replace(/^\./, "");
     }
   }
+  // What is missing is missing at the end of the file.
+  const end = { line: Math.max(1, lines.length) };
   if (interpreter === undefined) {
-    throw new ParseError(source, "no 'interpreter' line");
+    throw new ParseError(source, "no 'interpreter' line", end);
   }
   if (magic === undefined && extension === undefined) {
-    throw new ParseError(source, "neither a 'magic' nor an 'extension' line");
+    throw new ParseError(source, "neither a 'magic' nor an 'extension' line", end);
   }
   if (magic !== undefined && mask !== undefined && mask.length !== magic.length) {
     throw new ParseError(
       source,
       `mask has ${mask.length} bytes but magic has ${magic.length}`,
+      { line: maskLine },
     );
   }
   const entry: BinfmtEntry = {
@@ -396,10 +402,28 @@ export function parseBinfmtSupport(text: string, file: string): BinfmtSourceRule
   const yes = (i: number) => field(i) === "yes";
   const credentials = yes(7);
   const flags = (yes(8) ? "P" : "") + (credentials ? "OC" : "") + (yes(9) ? "F" : "");
+  // Each value is on its own line: name the line at fault (1-based: offset 3, magic 4, mask 5,
+  // interpreter 6), or the last line of a file that ends before it.
+  const fail = (i: number, reason: string) =>
+    i < lines.length
+      ? new ParseError(file, reason, { line: i + 1 })
+      : new ParseError(file, `${reason} (the file ends before line ${i + 1})`, {
+        line: lines.length,
+      });
+  const colon = [2, 3, 4, 5].find((i) => field(i).includes(":"));
+  if (colon !== undefined) throw fail(colon, `${quoteForMessage(field(colon))} contains ':'`);
   const line = type === "magic"
     ? `:${name}:M:${field(2)}:${field(3)}:${field(4)}:${field(5)}:${flags}`
     : `:${name}:E::${field(3)}::${field(5)}:${flags}`;
-  return { ...parseRegisterLine(line, file), file, line: 1 };
+  try {
+    return { ...parseRegisterLine(line, file), file, line: 1 };
+  } catch (error) {
+    const kind = error instanceof ParseError &&
+      /^(?:the )?(offset|magic|extension|mask|interpreter)\b/.exec(error.reason)?.[1];
+    if (!kind) throw error;
+    const index = { offset: 2, magic: 3, extension: 3, mask: 4, interpreter: 5 }[kind]!;
+    throw fail(index, (error as ParseError).reason);
+  }
 }
 
 /**

@@ -23,7 +23,8 @@ export type LogMethod =
   | "nix log"
   | "log file"
   | "compressed log file"
-  | "standard input";
+  | "standard input"
+  | "ssh connection";
 
 /** What one attempt to read the log gave. */
 export interface LogAttempt {
@@ -49,8 +50,13 @@ export interface OpenedLog {
   fileSize?: number;
   /** A plain log file on this machine, readable directly (fast and seekable). */
   localFile?: string;
-  /** The log's bytes. */
+  /** The log's bytes, as fresh copies (convenient; {@link OpenedLog.chunks} allocates nothing). */
   stream: ReadableStream<Uint8Array>;
+  /**
+   * The log's bytes block by block, reading into recycled buffers: a block is valid until the
+   * next one is asked for (copy it to keep it). Use either this or `stream`, not both.
+   */
+  chunks(): AsyncIterable<Uint8Array>;
   /** Resolves when the producing command ended: `ok` false means the log may be cut short. */
   done: Promise<{ ok: boolean; detail: string }>;
   /** Stops reading (kills the command, also over ssh). */
@@ -127,50 +133,137 @@ function lastLine(text: string): string {
 }
 
 /**
+ * Reads a byte stream into one recycled buffer when the stream allows it (BYOB), so a multi-GB log
+ * passes through without a new allocation per block; otherwise block by block as they come.
+ *
+ * @example
+ * ```ts
+ * import { ByteSource } from "./build_log.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const source = new ByteSource(ReadableStream.from([new Uint8Array([1, 2]), new Uint8Array([3])]));
+ * assert.deepEqual([...(await source.next())!], [1, 2]);
+ * assert.deepEqual([...(await source.next())!], [3]);
+ * assert.equal(await source.next(), null);
+ * ```
+ */
+export class ByteSource {
+  #byob: ReadableStreamBYOBReader | undefined;
+  #plain: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  #buffer: Uint8Array<ArrayBuffer>;
+
+  /** Takes the stream's reader (BYOB when it is a byte stream). */
+  constructor(stream: ReadableStream<Uint8Array>, blockSize = 1 << 20) {
+    this.#buffer = new Uint8Array(blockSize);
+    try {
+      this.#byob = stream.getReader({ mode: "byob" });
+    } catch {
+      this.#plain = stream.getReader();
+    }
+  }
+
+  /** The next non-empty block, or `null` at the end; valid until the next call. */
+  async next(): Promise<Uint8Array | null> {
+    while (true) {
+      if (this.#byob !== undefined) {
+        const result = await this.#byob.read(this.#buffer);
+        if (result.value !== undefined) this.#buffer = new Uint8Array(result.value.buffer);
+        if (result.done) return null;
+        if (result.value.length > 0) return result.value;
+      } else {
+        const result = await this.#plain!.read();
+        if (result.done) return null;
+        if (result.value.length > 0) return result.value;
+      }
+    }
+  }
+
+  /** Stops reading. */
+  cancel(): void {
+    (this.#byob ?? this.#plain)?.cancel().catch(() => {});
+  }
+}
+
+/** An opened log's two views of the same bytes: recycled blocks, or a stream of copies. */
+function views(
+  first: Uint8Array | undefined,
+  source: ByteSource | undefined,
+  onCancel: () => void,
+): Pick<OpenedLog, "chunks" | "stream"> {
+  let used = false;
+  async function* chunks(): AsyncIterable<Uint8Array> {
+    if (used) throw new Error("The log was already read");
+    used = true;
+    if (first !== undefined) yield first;
+    if (source === undefined) return;
+    while (true) {
+      const block = await source.next();
+      if (block === null) return;
+      yield block;
+    }
+  }
+  let stream: ReadableStream<Uint8Array> | undefined;
+  return {
+    chunks,
+    get stream() {
+      if (stream === undefined) {
+        const iterator = chunks()[Symbol.asyncIterator]();
+        stream = new ReadableStream<Uint8Array>({
+          async pull(controller) {
+            const next = await iterator.next();
+            if (next.done) controller.close();
+            else controller.enqueue(next.value.slice());
+          },
+          cancel() {
+            source?.cancel();
+            onCancel();
+          },
+        }, { highWaterMark: 0 });
+      }
+      return stream;
+    },
+  };
+}
+
+/**
+ * The two views of an {@link OpenedLog} over a byte stream: recycled blocks (`chunks()`) or copies
+ * (`stream`).
+ *
+ * @example
+ * ```ts
+ * import { logViews } from "./build_log.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const log = logViews(ReadableStream.from([new TextEncoder().encode("a\n")]));
+ * assert.equal(await new Response(log.stream).text(), "a\n");
+ * ```
+ */
+export function logViews(
+  stream: ReadableStream<Uint8Array>,
+  onCancel: () => void = () => {},
+): Pick<OpenedLog, "chunks" | "stream"> {
+  return views(undefined, new ByteSource(stream), onCancel);
+}
+
+/**
  * Waits for a streamed command's first output: a source that prints something serves the log; one
  * that ends silently served an empty log (exit 0) or none (otherwise).
  */
 async function firstChunk(
   run: StreamedRun,
 ): Promise<
-  | { kind: "data"; stream: ReadableStream<Uint8Array> }
+  | { kind: "data"; first: Uint8Array; source: ByteSource }
   | { kind: "empty"; result: RunResult }
 > {
-  const reader = run.stdout.getReader();
-  let first: ReadableStreamReadResult<Uint8Array>;
+  const source = new ByteSource(run.stdout);
+  let first: Uint8Array | null;
   try {
-    first = await reader.read();
-    while (!first.done && first.value.length === 0) first = await reader.read();
+    first = await source.next();
   } catch {
-    reader.releaseLock();
     return { kind: "empty", result: await run.status };
   }
-  if (first.done) {
-    reader.releaseLock();
-    return { kind: "empty", result: await run.status };
-  }
-  let pending: Uint8Array | undefined = first.value;
-  const stream = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      if (pending !== undefined) {
-        controller.enqueue(pending);
-        pending = undefined;
-        return;
-      }
-      try {
-        const next = await reader.read();
-        if (next.done) controller.close();
-        else controller.enqueue(next.value);
-      } catch (error) {
-        controller.error(error);
-      }
-    },
-    cancel() {
-      run.kill();
-      reader.cancel().catch(() => {});
-    },
-  }, { highWaterMark: 0 });
-  return { kind: "data", stream };
+  if (first === null) return { kind: "empty", result: await run.status };
+  return { kind: "data", first: first.slice(), source };
 }
 
 function doneOf(
@@ -222,19 +315,24 @@ async function tryStream(
   const base = { host: target.host, method };
   if (first.kind === "data") {
     return {
-      log: { ...base, ...extra, stream: first.stream, done: doneOf(run, argv), kill: run.kill },
+      log: {
+        ...base,
+        ...extra,
+        ...views(first.first, first.source, run.kill),
+        done: doneOf(run, argv),
+        kill: run.kill,
+      },
       attempt: { ...base, outcome: "served", detail: `'${argv.join(" ")}' served the log` },
     };
   }
   const result = first.result;
   if (result.code === 0 && result.failure === undefined) {
     // A log that exists but is empty: the builder printed nothing.
-    const empty = new ReadableStream<Uint8Array>({ start: (c) => c.close() });
     return {
       log: {
         ...base,
         ...extra,
-        stream: empty,
+        ...views(undefined, undefined, () => {}),
         done: Promise.resolve({ ok: true, detail: "" }),
         kill: () => {},
       },
@@ -257,14 +355,9 @@ async function statOrNull(target: Target, path: string): Promise<FileInfo | null
   }
 }
 
-function textStream(text: string): ReadableStream<Uint8Array> {
+function textViews(text: string): Pick<OpenedLog, "chunks" | "stream"> {
   const bytes = new TextEncoder().encode(text);
-  return new ReadableStream({
-    start(controller) {
-      if (bytes.length > 0) controller.enqueue(bytes);
-      controller.close();
-    },
-  });
+  return views(bytes.length > 0 ? bytes : undefined, undefined, () => {});
 }
 
 /**
@@ -332,7 +425,7 @@ async function tryFile(
         path,
         fileSize: info.size,
         localFile: path,
-        stream: fileStream(path),
+        ...views(undefined, new ByteSource(fileStream(path)), () => {}),
         done: Promise.resolve({ ok: true, detail: "" }),
         kill: () => {},
       },
@@ -351,7 +444,7 @@ async function tryFile(
             ...base,
             path,
             fileSize: info.size,
-            stream: textStream(text),
+            ...textViews(text),
             done: Promise.resolve({ ok: true, detail: "" }),
             kill: () => {},
           },
@@ -401,11 +494,12 @@ export async function openBuildLog(
   // The files first: they tell whether the host answers, and whether the log is large.
   const plain = await statOrNull(target, files.plain);
   if (plain instanceof TargetError && plain.failure === "unreachable") {
+    const why = /could not reach the host: (.*)$/s.exec(plain.message)?.[1] ?? plain.message;
     attempts.push({
       host: target.host,
-      method: "nix-store -l",
+      method: "ssh connection",
       outcome: "unreachable",
-      detail: plain.message,
+      detail: why.trim().split("\n").at(-1) ?? why,
     });
     return { attempts, unreachable: true };
   }
@@ -476,7 +570,7 @@ export async function openBuildLog(
           host: target.host,
           method: "log file",
           path: files.plain,
-          stream: textStream(text),
+          ...textViews(text),
           done: Promise.resolve({ ok: true, detail: "" }),
           kill: () => {},
         },
@@ -545,31 +639,37 @@ export async function explainMissingLog(
       `keep-build-log = false on ${target.host}: Nix does not keep build logs there`,
     );
   }
-  let drvInfo: FileInfo | null | TargetError;
-  try {
-    drvInfo = await statOrNull(target, drv.path);
-  } catch {
-    drvInfo = null;
+  const nixStore = options.nixStore ?? "nix-store";
+  const onHost = (argv: string[]) => target.kind === "ssh" ? withRemotePath(argv) : argv;
+  const validity = await target.run(onHost([nixStore, "--check-validity", drv.path]), {
+    timeoutMs,
+  });
+  if (
+    validity.failure !== undefined || (validity.code !== 0 && !/is not valid/.test(validity.stderr))
+  ) {
+    return reasons; // nix-store cannot tell (missing, unreachable, not captured)
   }
-  if (drvInfo === null) {
-    if (drv.isDerivation) {
-      reasons.push(
-        `${drv.baseName} is not in ${target.host}'s store (instantiated elsewhere, or garbage-collected)`,
-      );
-    } else {
-      reasons.push(`${drv.baseName} is not in ${target.host}'s store`);
-    }
+  if (validity.code !== 0) {
+    reasons.push(
+      drv.isDerivation
+        ? `${drv.baseName} is not in ${target.host}'s store (instantiated elsewhere, or garbage-collected)`
+        : `${drv.baseName} is not in ${target.host}'s store`,
+    );
     return reasons;
   }
-  if (drvInfo instanceof TargetError || !drv.isDerivation) return reasons;
-  const nixStore = options.nixStore ?? "nix-store";
-  const outputs = await target.run([nixStore, "--query", "--outputs", drv.path], { timeoutMs });
+  if (!drv.isDerivation) return reasons;
+  const outputs = await target.run(onHost([nixStore, "--query", "--outputs", drv.path]), {
+    timeoutMs,
+  });
   if (outputs.code !== 0 || outputs.failure) return reasons;
   const paths = outputs.stdout.split("\n").map((l) => l.trim()).filter((l) => l !== "");
   if (paths.length === 0) return reasons;
-  const valid = await target.run([nixStore, "--check-validity", "--print-invalid", ...paths], {
-    timeoutMs,
-  });
+  const valid = await target.run(
+    onHost([nixStore, "--check-validity", "--print-invalid", ...paths]),
+    {
+      timeoutMs,
+    },
+  );
   if (valid.failure) return reasons;
   const invalid = valid.stdout.split("\n").filter((l) => l.trim() !== "");
   if (valid.code === 0 && invalid.length === 0) {

@@ -10,7 +10,6 @@ import { killAllProcesses } from "./_process.ts";
 import { UsageError } from "./errors.ts";
 import { exitCodeFor, renderJson, renderText, type Report, VERSION } from "./findings.ts";
 import { LocalTarget } from "./local_target.ts";
-import { SnapshotTarget } from "./snapshot_target.ts";
 import { SshTarget } from "./ssh_target.ts";
 import { type Target, TargetError } from "./target.ts";
 
@@ -180,7 +179,11 @@ export async function openTarget(options: CommonOptions): Promise<Target> {
   }
   // Leave half a second of the deadline for rendering the report.
   const deadline = Date.now() + options.timeout * 1000 - 500;
-  if (options.snapshot !== undefined) return await SnapshotTarget.open(options.snapshot);
+  if (options.snapshot !== undefined) {
+    // Loaded only for --snapshot: its bundle validation (zod) costs every other run start-up time.
+    const { SnapshotTarget } = await import("./snapshot_target.ts");
+    return await SnapshotTarget.open(options.snapshot);
+  }
   if (options.host !== undefined) {
     return new SshTarget(options.host, { deadline, sshOptions: options.sshOption });
   }

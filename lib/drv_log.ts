@@ -11,6 +11,7 @@ import {
   fileStream,
   type LogAttempt,
   type LogMethod,
+  logViews,
   openBuildLog,
   type OpenedLog,
 } from "./build_log.ts";
@@ -249,10 +250,10 @@ async function consume(
     if (view === "raw") {
       let lines = 0;
       let last = 10;
-      for await (const chunk of log.stream) {
-        await onBlock(chunk);
+      for await (const chunk of log.chunks()) {
         lines += countNewlines(chunk);
-        if (chunk.length > 0) last = chunk[chunk.length - 1]!;
+        last = chunk[chunk.length - 1]!;
+        await onBlock(chunk);
         if (stop) break;
       }
       result.passed = { bytes: read, lines: lines + (read > 0 && last !== 10 ? 1 : 0) };
@@ -266,7 +267,7 @@ async function consume(
         using file = await Deno.open(log.localFile);
         await scanner.readFrom((into) => stop ? Promise.resolve(null) : file.read(into), onBlock);
       } else {
-        for await (const chunk of log.stream) {
+        for await (const chunk of log.chunks()) {
           await onBlock(chunk);
           scanner.push(chunk);
           if (stop) break;
@@ -307,13 +308,18 @@ export async function readGivenLog(
   path: string,
   options: ReadDrvLogOptions,
 ): Promise<DrvLogResult> {
-  const result: DrvLogResult = { subject: path, attempts: [], reasons: [], findings: [] };
+  const result: DrvLogResult = {
+    subject: path === "-" ? "(standard input)" : path,
+    attempts: [],
+    reasons: [],
+    findings: [],
+  };
   let log: OpenedLog;
   if (path === "-") {
     log = {
       host: "localhost",
       method: "standard input",
-      stream: Deno.stdin.readable,
+      ...logViews(Deno.stdin.readable),
       done: Promise.resolve({ ok: true, detail: "" }),
       kill: () => {},
     };
@@ -337,7 +343,7 @@ export async function readGivenLog(
         method: "compressed log file",
         path,
         fileSize: info.size,
-        stream: run.stdout,
+        ...logViews(run.stdout, run.kill),
         done: run.status.then((r) => ({
           ok: r.code === 0 && r.failure === undefined,
           detail: r.code === 0 ? "" : `bzip2 -dc failed: ${r.stderr.trim() || `exit ${r.code}`}`,
@@ -351,7 +357,7 @@ export async function readGivenLog(
         path,
         fileSize: info.size,
         localFile: path,
-        stream: fileStream(path),
+        ...logViews(fileStream(path)),
         done: Promise.resolve({ ok: true, detail: "" }),
         kill: () => {},
       };

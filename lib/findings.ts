@@ -80,6 +80,34 @@ export function exitCodeFor(status: Status): number {
   return EXIT_CODES[status];
 }
 
+/**
+ * Builds a finding, leaving out empty optional fields (so `--json` stays stable).
+ *
+ * @example
+ * ```ts
+ * import { finding } from "./findings.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(finding("binfmt/ok", "ok", "fine", { detail: "" }), {
+ *   id: "binfmt/ok",
+ *   status: "ok",
+ *   summary: "fine",
+ * });
+ * ```
+ */
+export function finding(
+  id: string,
+  status: Status,
+  summary: string,
+  extra: { detail?: string | undefined; fix?: string | undefined; data?: unknown } = {},
+): Finding {
+  const f: Finding = { id, status, summary };
+  if (extra.detail !== undefined && extra.detail !== "") f.detail = extra.detail;
+  if (extra.fix !== undefined) f.fix = extra.fix;
+  if (extra.data !== undefined) f.data = extra.data;
+  return f;
+}
+
 /** What {@link makeReport} needs. */
 export interface MakeReportOptions {
   /** The script's name. */

@@ -36,7 +36,7 @@ import {
 } from "./nix_config.ts";
 import type { MetricFamily, MetricType } from "./prometheus.ts";
 import { readPressure } from "./psi.ts";
-import { SnapshotTarget } from "./snapshot_target.ts";
+import { LocalTarget } from "./local_target.ts";
 import { SshTarget } from "./ssh_target.ts";
 import {
   describeFailure,
@@ -558,6 +558,8 @@ class Context {
   batchWindow?: { start: number; end: number };
   /** For a snapshot: when it was collected (ms), the "now" of its data. */
   collectedAt?: number;
+  /** The check runs on this machine itself (not recorded): its own clock and OS need no command. */
+  local = false;
 
   constructor(target: Target, options: HealthCheckOptions) {
     this.target = target;
@@ -587,6 +589,9 @@ class Context {
   }
 
   readonly os = lazy(async () => {
+    if (this.local) {
+      return Deno.build.os === "darwin" ? "Darwin" : Deno.build.os === "linux" ? "Linux" : "";
+    }
     const r = await this.run(CMD.uname);
     return r.code === 0 ? r.stdout.trim() : "";
   });
@@ -613,12 +618,10 @@ class Context {
   });
 
   readonly daemon = lazy(async (): Promise<DaemonFacts> => {
-    const [scan, socket, platform, clk, boot] = await Promise.all([
+    const [scan, socket, platform] = await Promise.all([
       this.run(CMD.daemonScan),
       this.target.stat(DAEMON_SOCKET).catch(() => null),
       this.platform(),
-      this.run(CMD.clkTck),
-      this.bootTime(),
     ]);
     const processes: DaemonProcess[] = [];
     for (const line of scan.stdout.split("\n")) {
@@ -638,7 +641,6 @@ class Context {
     const main = processes.filter((p) =>
       !pids.has(p.ppid)
     ).sort((a, b) => a.startTicks - b.startTicks)[0];
-    const ticks = /^\d+\s*$/.test(clk.stdout) ? Number(clk.stdout) : 100;
     const facts: DaemonFacts = {
       processes,
       socket: socket !== null,
@@ -647,6 +649,8 @@ class Context {
     };
     if (main) {
       facts.main = main;
+      const [clk, boot] = await Promise.all([this.run(CMD.clkTck), this.bootTime()]);
+      const ticks = /^\d+\s*$/.test(clk.stdout) ? Number(clk.stdout) : 100;
       if (boot !== undefined) facts.startedAt = boot + main.startTicks / ticks;
     }
     if (main) facts.why = `nix-daemon runs (pid ${main.pid})`;
@@ -978,6 +982,15 @@ async function checkSpace(ctx: Context): Promise<Finding[]> {
     }
     const labels = { role, path };
     const size = fs.blocks * fs.blockSize;
+    if (size === 0) {
+      findings.push({
+        id,
+        status: "unknown",
+        summary:
+          `cannot read free space of ${label} ${path}: its filesystem (${fs.type}) reports no size`,
+      });
+      return;
+    }
     const avail = fs.avail * fs.blockSize;
     const used = (fs.blocks - fs.free) * fs.blockSize;
     const whole = used + avail;
@@ -1020,9 +1033,8 @@ async function checkSpace(ctx: Context): Promise<Finding[]> {
       : parseSpaceThreshold("5%:");
     const inodeStatus = fs.files > 0 ? judgeSpace(fs.filesFree, fs.files, inodeW, inodeC) : "ok";
     const status = worstStatus([bytesStatus, inodeStatus]);
-    const inodesWorse = inodeStatus !== "ok" &&
-      ["ok", inodeStatus].indexOf(bytesStatus) >= 0 && bytesStatus !== inodeStatus;
-    const summary = inodesWorse || (inodeStatus !== "ok" && bytesStatus === "ok")
+    // Inodes run out first on a store of many small paths: say so when they are the problem.
+    const summary = status !== bytesStatus
       ? `${label} ${path}: ${
         fmtPct(pct(fs.filesFree, fs.files))
       } of inodes free (${fs.filesFree} of ${fs.files})`
@@ -1407,23 +1419,25 @@ async function checkLoad(ctx: Context): Promise<Finding[]> {
  * check_binfmt reports as `binfmt/native`. `undefined` when the settings cannot be read.
  */
 async function emulatedSystems(ctx: Context): Promise<string[] | undefined> {
-  const [config, machine, elf] = await Promise.all([
-    ctx.config(),
-    ctx.run(["uname", "-m"]),
-    import("./elf.ts"),
-  ]);
+  const [config, elf] = await Promise.all([ctx.config(), import("./elf.ts")]);
   if (!config.ok) return undefined;
   const system = config.settings.get("system")?.value.trim() ?? "";
-  const host = (machine.code === 0 ? elf.archForUname(machine.stdout) : undefined) ??
-    elf.elfIdentity(system);
-  return settingList(config.settings.get("extra-platforms")).filter((s) => {
-    if (s === system) return false;
-    const arch = elf.elfIdentity(s);
-    if (arch === undefined || host === undefined) return true;
-    const compat = (host.qemuArch === "x86_64" && arch.qemuArch === "i386") ||
-      (host.qemuArch === "aarch64" && arch.qemuArch === "arm");
-    return !elf.sameIdentity(arch, host) && !compat;
-  });
+  const foreign = (host: ReturnType<typeof elf.elfIdentity>) =>
+    settingList(config.settings.get("extra-platforms")).filter((s) => {
+      if (s === system) return false;
+      const arch = elf.elfIdentity(s);
+      if (arch === undefined || host === undefined) return true;
+      const compat = (host.qemuArch === "x86_64" && arch.qemuArch === "i386") ||
+        (host.qemuArch === "aarch64" && arch.qemuArch === "arm");
+      return !elf.sameIdentity(arch, host) && !compat;
+    });
+  // Nix's own system says what the kernel runs, nearly always; the kernel itself has the last
+  // word when something looks foreign (an i686 Nix on an x86_64 kernel).
+  const candidates = foreign(elf.elfIdentity(system));
+  if (candidates.length === 0) return candidates;
+  const machine = await ctx.run(["uname", "-m"]);
+  const kernel = machine.code === 0 ? elf.archForUname(machine.stdout) : undefined;
+  return kernel === undefined ? candidates : foreign(kernel);
 }
 
 async function checkEmulation(ctx: Context): Promise<Finding[]> {
@@ -1475,6 +1489,9 @@ async function checkTrustedUsers(ctx: Context): Promise<Finding[]> {
     }];
   }
   let users = ctx.options.builderUsers;
+  if ((users === undefined || users.length === 0) && ctx.local && Deno.uid() === 0) {
+    users = ["root"];
+  }
   if (users === undefined || users.length === 0) {
     const me = await ctx.run(CMD.whoami);
     users = me.code === 0 && me.stdout.trim() !== "" ? [me.stdout.trim()] : ["root"];
@@ -1486,7 +1503,9 @@ async function checkTrustedUsers(ctx: Context): Promise<Finding[]> {
   const notes: string[] = [];
   const store = await ctx.target.stat(ctx.options.storeDir ?? "/nix/store").catch(() => null);
   for (const user of users) {
-    const info = await ctx.run(userArgv(user));
+    const info = user === "root"
+      ? { code: 0, stdout: "0\nroot\n", stderr: "" }
+      : await ctx.run(userArgv(user));
     const [uidLine = "", groupsLine = ""] = info.stdout.split("\n");
     if (info.code !== 0 || !/^\d+$/.test(uidLine.trim())) {
       problems.push(`${user}: no such user on ${ctx.target.host}`);
@@ -1543,11 +1562,13 @@ async function checkTrustedUsers(ctx: Context): Promise<Finding[]> {
 
 async function checkClock(ctx: Context): Promise<Finding[]> {
   const platform = await ctx.platform();
+  // timedatectl answers only where systemd runs the machine.
+  const systemd = await ctx.target.stat("/run/systemd/system").catch(() => undefined);
   const [date, sync] = await Promise.all([
-    ctx.run(CMD.date),
-    ctx.target.kind === "snapshot" || platform === "nixos" || platform === "linux"
-      ? ctx.run(CMD.timesync, 3000)
-      : Promise.resolve(null),
+    ctx.local
+      ? Promise.resolve({ code: 0, stdout: `${Date.now() / 1000}\n`, stderr: "" })
+      : ctx.run(CMD.date),
+    systemd !== null && platform !== "darwin" ? ctx.run(CMD.timesync, 3000) : Promise.resolve(null),
   ]);
   const remote = Number.parseFloat(date.stdout.trim().replace(/\.N$/, ""));
   if (date.code !== 0 || !Number.isFinite(remote)) {
@@ -1615,9 +1636,13 @@ async function checkClock(ctx: Context): Promise<Finding[]> {
     return [{
       id: "health/clock",
       status: "ok",
-      summary: `clock ${shown}${
-        skewS !== undefined ? `, ${Math.abs(skewS).toFixed(1)} s from this machine's` : ""
-      }${synced === true ? ", NTP-synchronised" : ""}`,
+      summary: skewS !== undefined && ctx.collectedAt === undefined
+        ? `clock ${Math.abs(skewS).toFixed(1)} s from this machine's${
+          synced === true ? ", NTP-synchronised" : ""
+        }`
+        : synced === true
+        ? "clock NTP-synchronised"
+        : `clock not reset${synced === undefined ? " (NTP status unknown: no systemd)" : ""}`,
       data,
     }];
   }
@@ -1692,10 +1717,9 @@ export async function healthCheck(
   const timings: Record<string, number> = {};
   const wrapped = new CachingTarget(target);
   const ctx = new Context(wrapped, options);
-  if (target instanceof SnapshotTarget) {
-    const collected = Date.parse(target.meta.collected_at);
-    if (Number.isFinite(collected)) ctx.collectedAt = collected;
-  }
+  ctx.local = target instanceof LocalTarget;
+  // A snapshot's "now" is when it was collected: windows and clock skew mean the same offline.
+  if (target.kind === "snapshot" && target.now) ctx.collectedAt = target.now();
   if (target instanceof SshTarget) {
     const storeDir = options.storeDir ?? "/nix/store";
     const items: PrefetchItem[] = [

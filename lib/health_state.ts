@@ -8,8 +8,6 @@
  * @module
  */
 
-import { z } from "zod";
-import { localFileOps } from "./atomic_file.ts";
 import { ParseError, UsageError } from "./errors.ts";
 
 /** What the last run saw on one host. */
@@ -29,16 +27,6 @@ export interface HealthState {
   /** By host name as the report shows it (`localhost`, `builder1`, `root@10.0.0.5`). */
   hosts: Record<string, HostState>;
 }
-
-const hostSchema = z.object({
-  bootId: z.string().min(1),
-  oomKills: z.number().int().nonnegative(),
-  checkedAt: z.string().refine((s) => !Number.isNaN(Date.parse(s)), "not an ISO 8601 time"),
-});
-const stateSchema = z.object({
-  version: z.literal(1),
-  hosts: z.record(z.string(), hostSchema),
-});
 
 /**
  * Where the state lives by default: `/var/lib/nix-builder-runbook/health-state.json` for root,
@@ -90,12 +78,33 @@ export function parseHealthState(text: string, input = "health state"): HealthSt
   } catch (error) {
     throw new ParseError(input, `not valid JSON (${(error as Error).message})`);
   }
-  const parsed = stateSchema.safeParse(value);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new ParseError(input, `${issue.path.join(".") || "top level"}: ${issue.message}`);
+  const fail = (where: string, reason: string): never => {
+    throw new ParseError(input, `${where}: ${reason}`);
+  };
+  const isObject = (v: unknown): v is Record<string, unknown> =>
+    v !== null && typeof v === "object" && !Array.isArray(v);
+  if (!isObject(value)) return fail("top level", "expected an object");
+  if (value.version !== 1) fail("version", `expected 1, got ${JSON.stringify(value.version)}`);
+  if (!isObject(value.hosts)) return fail("hosts", "expected an object");
+  const hosts: Record<string, HostState> = {};
+  for (const [host, entry] of Object.entries(value.hosts)) {
+    const at = `hosts.${host}`;
+    if (!isObject(entry)) return fail(at, "expected an object");
+    const { bootId, oomKills, checkedAt } = entry;
+    if (typeof bootId !== "string" || bootId === "") fail(`${at}.bootId`, "expected a boot id");
+    if (typeof oomKills !== "number" || !Number.isInteger(oomKills) || oomKills < 0) {
+      fail(`${at}.oomKills`, "expected a whole number ≥ 0");
+    }
+    if (typeof checkedAt !== "string" || Number.isNaN(Date.parse(checkedAt))) {
+      fail(`${at}.checkedAt`, "not an ISO 8601 time");
+    }
+    hosts[host] = {
+      bootId: bootId as string,
+      oomKills: oomKills as number,
+      checkedAt: checkedAt as string,
+    };
   }
-  return parsed.data as HealthState;
+  return { version: 1, hosts };
 }
 
 /** What {@link readHealthState} found. */
@@ -154,6 +163,8 @@ export async function readHealthState(path: string): Promise<StateRead> {
  * ```
  */
 export async function writeHealthState(path: string, state: HealthState): Promise<void> {
+  // Loaded when needed: the check's start-up does not pay for it.
+  const { localFileOps } = await import("./atomic_file.ts");
   const ops = localFileOps();
   const at = path.lastIndexOf("/");
   const dir = at > 0 ? path.slice(0, at) : at === 0 ? "/" : ".";

@@ -64,8 +64,12 @@ export function parseSshHost(spec: string): SshHost {
     for (const pair of rest.slice(queryAt + 1).split("&")) {
       if (pair === "") continue;
       const eq = pair.indexOf("=");
-      const key = decodeURIComponent(eq < 0 ? pair : pair.slice(0, eq));
-      params[key] = decodeURIComponent(eq < 0 ? "" : pair.slice(eq + 1));
+      try {
+        const key = decodeURIComponent(eq < 0 ? pair : pair.slice(0, eq));
+        params[key] = decodeURIComponent(eq < 0 ? "" : pair.slice(eq + 1));
+      } catch {
+        throw bad(`query ${quoteForMessage(pair)} is not valid URI encoding`);
+      }
     }
     rest = rest.slice(0, queryAt);
   }

@@ -24,7 +24,17 @@
 import { stripAnsi } from "./build_output.ts";
 import { ParseError } from "./errors.ts";
 
-/** Activity types (Nix `ActivityType`). */
+/**
+ * Activity types (Nix `ActivityType`).
+ *
+ * @example
+ * ```ts
+ * import { ACTIVITY } from "./internal_json.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(ACTIVITY.build, 105);
+ * ```
+ */
 export const ACTIVITY = {
   unknown: 0,
   copyPath: 100,
@@ -42,7 +52,17 @@ export const ACTIVITY = {
   fetchTree: 112,
 } as const;
 
-/** Result types (Nix `ResultType`). */
+/**
+ * Result types (Nix `ResultType`).
+ *
+ * @example
+ * ```ts
+ * import { RESULT } from "./internal_json.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(RESULT.buildLogLine, 101);
+ * ```
+ */
 export const RESULT = {
   fileLinked: 100,
   buildLogLine: 101,

@@ -181,7 +181,7 @@ function splitPrefix(raw: string): Prefix {
 
 const KIB = 1024;
 const INVOKED =
-  /^(.+?) invoked oom-killer: gfp_mask=(\S+?)(?:\([^)]*\))?,(?: nodemask=\S+,)?\s+order=(-?\d+), oom_score_adj=(-?\d+)/;
+  /^(.+?) invoked oom-killer: gfp_mask=([^\s(,]+)(?:\([^)\s]*\))?,(?: nodemask=\S+,)?\s+order=(-?\d+), oom_score_adj=(-?\d+)/;
 const SUMMARY = /^oom-kill:(.*)$/;
 const KILLED_NEW =
   /^(Memory cgroup out of memory|Out of memory(?: \(oom_kill_allocating_task\))?): Killed process (\d+) \((.*)\) total-vm:(\d+)kB, anon-rss:(\d+)kB, file-rss:(\d+)kB, shmem-rss:(\d+)kB(?:, UID:(\d+) pgtables:\d+kB oom_score_adj:(-?\d+))?/;

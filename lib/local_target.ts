@@ -78,6 +78,11 @@ export class LocalTarget implements Target {
   /** Reads a text file; `null` when absent. */
   async readFile(path: string): Promise<string | null> {
     try {
+      // A device or a FIFO is no file to read whole: /dev/zero fills memory, a FIFO blocks.
+      const info = await Deno.stat(path);
+      if (info.isCharDevice || info.isBlockDevice || info.isFifo || info.isSocket) {
+        throw new Error("not a regular file (a device, FIFO or socket)");
+      }
       return await Deno.readTextFile(path);
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) return null;

@@ -10,6 +10,7 @@
  * @module
  */
 
+import { WasmAutomaton } from "./_dfa_wasm.ts";
 import { stripAnsi } from "./build_output.ts";
 
 /** What kind of failure a log line shows. */
@@ -288,6 +289,8 @@ export interface ScanOptions {
   chunkSize?: number;
   /** Most bytes kept for the tail (default 32 MiB); a longer tail is cut. */
   maxTailBytes?: number;
+  /** The hot loop: `wasm` (default, faster) or `js` (the same automaton in JavaScript). */
+  engine?: "wasm" | "js";
 }
 
 /** Longest line text kept; longer lines are cut with a note. */
@@ -548,6 +551,7 @@ export class LogScanner {
   #chunkSize: number;
   #maxTailBytes: number;
   #auto: Automaton | undefined;
+  #wasm: WasmAutomaton | undefined;
   #regs = new Int32Array(2);
   /** Current work buffer and how much of it is filled. */
   #buf: Uint8Array;
@@ -587,6 +591,13 @@ export class LogScanner {
     if (this.#errors) {
       this.#auto = automaton ??= buildAutomaton();
       this.#regs[0] = this.#auto.lineState;
+      if ((options.engine ?? "wasm") === "wasm") {
+        try {
+          this.#wasm = new WasmAutomaton(this.#auto.table, this.#chunkSize);
+        } catch {
+          // No WebAssembly here: the JavaScript loop does the same.
+        }
+      }
     }
   }
 
@@ -609,20 +620,26 @@ export class LogScanner {
   }
 
   /**
-   * Reads straight into the scanner's buffer (no copy): `read` fills the given array and returns
-   * the byte count, or `null` at the end. `onRead` sees every block read (for tee and progress).
+   * Reads with `read` (which fills the given array and returns the byte count, or `null` at the
+   * end) while the previous block is being scanned: reading and scanning overlap, as a file read
+   * runs outside this thread. `onRead` sees every block (for tee and progress).
    */
   async readFrom(
     read: (into: Uint8Array) => Promise<number | null>,
     onRead?: (bytes: Uint8Array) => void | Promise<void>,
   ): Promise<void> {
-    while (true) {
-      if (this.#len === this.#buf.length) this.#flush(false);
-      const into = this.#buf.subarray(this.#len);
-      const n = await read(into);
-      if (n === null) return;
-      if (onRead) await onRead(into.subarray(0, n));
-      this.#len += n;
+    let current = new Uint8Array(this.#chunkSize);
+    let next = new Uint8Array(this.#chunkSize);
+    let n = await read(current);
+    while (n !== null) {
+      const pending = read(next);
+      // A rejected read is awaited below; until then it must not count as unhandled.
+      pending.catch(() => {});
+      const block = current.subarray(0, n);
+      if (onRead) await onRead(block);
+      this.push(block);
+      n = await pending;
+      [current, next] = [next, current];
     }
   }
 
@@ -676,7 +693,7 @@ export class LogScanner {
       for (const r of this.#retained) bytes += r.bytes.length;
       if (later < this.#tailLines + 1 && bytes <= this.#maxTailBytes) break;
       const dropped = this.#retained.shift()!;
-      if (dropped.bytes.buffer.byteLength === this.#chunkSize && this.#pool.length < 4) {
+      if (dropped.bytes.buffer.byteLength === this.#chunkSize && this.#pool.length < 2) {
         this.#pool.push(new Uint8Array(dropped.bytes.buffer));
       }
     }
@@ -689,9 +706,13 @@ export class LogScanner {
     const start = this.#newlines;
     regs[1] = start;
     const len = chunk.length;
+    const wasm = this.#wasm !== undefined && len <= this.#wasm.capacity ? this.#wasm : undefined;
+    wasm?.load(chunk);
     let i = 0;
     while (i < len) {
-      i = runAutomaton(auto.table, chunk, i, len, regs, auto.lineState);
+      i = wasm !== undefined
+        ? wasm.run(i, len, regs, auto.lineState)
+        : runAutomaton(auto.table, chunk, i, len, regs, auto.lineState);
       if (i >= len) break;
       // An event: a trigger ended at byte i.
       const atNewline = chunk[i] === NL;

@@ -249,7 +249,16 @@ function tokenize(text: string, separators: string, base = 0): { text: string; o
 /** The raw entries of a text: each entry's text (as Nix quotes it) and its 1-based line. */
 function splitEntries(text: string, rules: MachinesRules): { text: string; line: number }[] {
   const out: { text: string; line: number }[] = [];
-  const lineOf = (offset: number) => lineAt(text, offset);
+  // Offsets only grow: count the newlines since the last one asked for (linear, not quadratic).
+  let counted = { offset: 0, line: 1 };
+  const lineOf = (offset: number) => {
+    if (offset < counted.offset) counted = { offset: 0, line: 1 };
+    counted = {
+      offset,
+      line: counted.line + lineAt(text.slice(counted.offset, offset), offset) - 1,
+    };
+    return counted.line;
+  };
   if (rules.commentsBeforeSemicolons) {
     for (const piece of tokenize(text, "\n")) {
       const hash = piece.text.indexOf("#");
@@ -636,6 +645,9 @@ export async function resolveBuilders(
   const rules = machinesRules(options.version);
   const out: ResolvedBuilders = { machines: [], errors: [], files: [], rules };
   const maxDepth = options.maxDepth ?? 32;
+  // Files that name the next one twice, 30 deep, mean 2^30 reads: stop at this many in all.
+  const maxReads = 1000;
+  let reads = 0;
   async function walk(text: string, input: string, stack: string[]): Promise<void> {
     const parsed = parseMachines(text, { version: rules, input });
     for (const entry of parsed.entries) {
@@ -669,6 +681,12 @@ export async function resolveBuilders(
         }
         if (content === null) {
           record.status = "missing";
+          continue;
+        }
+        if (++reads > maxReads) {
+          record.status = "cycle";
+          record.reason =
+            `more than ${maxReads} @files read in all (the same ones again and again)`;
           continue;
         }
         const before = out.machines.length;

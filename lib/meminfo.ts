@@ -70,7 +70,10 @@ export function parseMeminfo(text: string, input = "/proc/meminfo"): MemInfo {
   }
   const need = (name: string): number => {
     const value = fields[name];
-    if (value === undefined) throw new ParseError(input, `no '${name}' line`);
+    // Missing at the end of the input.
+    if (value === undefined) {
+      throw new ParseError(input, `no '${name}' line`, { line: lines.length });
+    }
     return value;
   };
   const totalBytes = need("MemTotal");

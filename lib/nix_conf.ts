@@ -533,9 +533,19 @@ export async function loadNixConf(
     invalidValues: [],
   };
   const maxDepth = options.maxDepth ?? 32;
+  // Files that include the next one twice, 30 deep, mean 2^30 reads: stop at this many in all.
+  const maxIncludes = 1000;
+  let includes = 0;
   const appendable = (name: string) =>
     APPENDABLE_SETTINGS.has(name) || (options.appendable?.has(name) ?? false);
   const tokens = new Map<string, string[]>();
+  // Appends extend the lists in place; their values are rendered once, at the end (linear, where
+  // a copy and a sort per `extra-` line made 100,000 lines take hours).
+  const appended = new Set<string>();
+  const done = (): NixConfLoad => {
+    for (const name of appended) out.settings.get(name)!.value = render(name, tokens.get(name)!);
+    return out;
+  };
 
   const isKnown = (n: string) =>
     SETTING_ALIASES[n] !== undefined ||
@@ -569,14 +579,19 @@ export async function loadNixConf(
     const parts = origin.value.split(" ").filter((t) => t !== "");
     const previous = out.settings.get(canonical);
     if (append) {
-      const merged = [...(tokens.get(canonical) ?? []), ...parts];
+      const merged = tokens.get(canonical) ?? [];
+      for (const part of parts) merged.push(part);
       tokens.set(canonical, merged);
-      out.settings.set(canonical, {
-        name: canonical,
-        value: render(canonical, merged),
-        origins: [...(previous?.origins ?? []), { ...origin, append: true }],
-        appendsToDefault: previous === undefined || previous.appendsToDefault,
-      });
+      appended.add(canonical);
+      if (previous !== undefined) previous.origins.push({ ...origin, append: true });
+      else {
+        out.settings.set(canonical, {
+          name: canonical,
+          value: "",
+          origins: [{ ...origin, append: true }],
+          appendsToDefault: true,
+        });
+      }
     } else {
       tokens.set(canonical, parts);
       out.settings.set(canonical, {
@@ -667,6 +682,16 @@ export async function loadNixConf(
         continue;
       }
       out.files.push({ path: includePath, source, includedFrom, status: "read" });
+      if (++includes > maxIncludes) {
+        out.error = {
+          file: path,
+          line: line.line,
+          text: `${line.optional ? "!include" : "include"} ${line.path}`,
+          nixMessage: `more than ${maxIncludes} files included in all (the same ones again and ` +
+            "again): Nix would read every one",
+        };
+        return false;
+      }
       if (!(await collect(content, includePath, source, [...stack, includePath], into))) {
         return false;
       }
@@ -704,14 +729,14 @@ export async function loadNixConf(
     if (text === null) continue;
     const assignments: SettingOrigin[] = [];
     const ok = await collect(text, source.path, source.kind, [source.path], assignments);
-    if (!ok) return out;
+    if (!ok) return done();
     // Nix applies experimental-features settings of one source before the others.
     const xp = (o: SettingOrigin) =>
       o.name === "experimental-features" || o.name === "extra-experimental-features";
     for (const a of assignments.filter(xp)) apply(a);
     for (const a of assignments.filter((a) => !xp(a))) apply(a);
   }
-  return out;
+  return done();
 }
 
 /** The command {@link readNixConfEnv} runs: prints each variable as `NAME=value` or `NAME` (unset), NUL-separated. */

@@ -81,6 +81,20 @@ export function parseConfigShowText(text: string, input = "nix config show"): Ni
   return settings;
 }
 
+/** How deep arrays and objects nest in a JSON value (iteratively: no recursion to overflow). */
+function depthOf(value: unknown): number {
+  let deepest = 0;
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== "object") continue;
+    deepest = Math.max(deepest, depth + 1);
+    if (deepest > 64) return deepest;
+    for (const child of Object.values(v as Record<string, unknown>)) stack.push([child, depth + 1]);
+  }
+  return deepest;
+}
+
 /**
  * Parses the `--json` form: `{name: {value, defaultValue, description, ...}}` (Nix 2.4+) or the flat
  * `{name: value}` of Nix 2.3.
@@ -107,6 +121,10 @@ export function parseConfigShowJson(text: string, input = "nix config show --jso
   }
   const settings: NixSettings = new Map();
   for (const [name, entry] of Object.entries(data as Record<string, unknown>)) {
+    // settingText() recurses: a value nested thousands deep would overflow the stack.
+    if (depthOf(entry) > 64) {
+      throw new ParseError(input, `setting '${name.slice(0, 80)}' is nested too deep`);
+    }
     if (entry !== null && typeof entry === "object" && !Array.isArray(entry) && "value" in entry) {
       const e = entry as Record<string, unknown>;
       const setting: NixSetting = { value: settingText(e.value) };

@@ -13,7 +13,7 @@
  */
 
 import { type CanaryResult, cleanOutput, runCanaries, writeCanaryProgram } from "./canary.ts";
-import type { Finding, Status } from "./findings.ts";
+import { type Finding, finding, type Status } from "./findings.ts";
 import { worstStatus } from "./findings.ts";
 import { UsageError } from "./errors.ts";
 import { decodeHostKey, type Machine, type MachineError, resolveBuilders } from "./machines.ts";
@@ -566,6 +566,8 @@ interface Context {
   otherUnchecked?: string;
   /** Canary programs on the controller, one per system, written once per run. */
   programs: Map<string, Promise<string | null>>;
+  /** `ssh-keygen -y` answers by key path, asked once per run. */
+  keyChecks: Map<string, Promise<RunResult>>;
 }
 
 /** The canary program for `system` (written on first use; `undefined` when none or it failed). */
@@ -678,19 +680,6 @@ async function probe(
   return await ctx.controller.run(argv, {
     timeoutMs: Math.min(remaining(ctx), timeoutS * 1000 + 3000),
   });
-}
-
-function finding(
-  id: string,
-  status: Status,
-  summary: string,
-  extra: { detail?: string; fix?: string; data?: unknown } = {},
-): Finding {
-  const f: Finding = { id, status, summary };
-  if (extra.detail !== undefined && extra.detail !== "") f.detail = extra.detail;
-  if (extra.fix !== undefined) f.fix = extra.fix;
-  if (extra.data !== undefined) f.data = extra.data;
-  return f;
 }
 
 const FIX = {
@@ -1352,6 +1341,28 @@ async function compareViews(
   }
 }
 
+/**
+ * `ssh-keygen -y -P '' -f <key>`: exit 0 when the key loads without a passphrase. Asked once per
+ * path and run (the default keys are the same for every machine); a missing file is answered
+ * without running anything.
+ */
+function keyCheck(ctx: Context, path: string): Promise<RunResult> {
+  let check = ctx.keyChecks.get(path);
+  if (check === undefined) {
+    check = (async () => {
+      const info = await ctx.controller.stat(path).catch(() => undefined);
+      if (info === null) {
+        return { code: 1, stdout: "", stderr: `${path}: No such file or directory` };
+      }
+      return await ctx.controller.run(["ssh-keygen", "-y", "-P", "", "-f", path], {
+        timeoutMs: Math.min(remaining(ctx), 5000),
+      });
+    })();
+    ctx.keyChecks.set(path, check);
+  }
+  return check;
+}
+
 /** Checks the identity files Nix's ssh will offer (the line's, or ssh's defaults). */
 async function checkKeys(
   ctx: Context,
@@ -1375,10 +1386,7 @@ async function checkKeys(
   }[] = [];
   let usable = 0;
   for (const key of keys) {
-    const info = await ctx.controller.run(
-      ["ssh-keygen", "-y", "-P", "", "-f", key.path],
-      { timeoutMs: Math.min(remaining(ctx), 5000) },
-    );
+    const info = await keyCheck(ctx, key.path);
     const err = info.stderr.trim();
     if (info.code === 0 && !info.failure) {
       usable++;
@@ -1753,6 +1761,7 @@ export async function verifyMachines(
       tempDir,
       otherUser: null,
       programs: new Map(),
+      keyChecks: new Map(),
     };
     await pickOtherUser(ctx);
     if (options.flake !== undefined) {
@@ -1777,9 +1786,13 @@ export async function verifyMachines(
         findings.push(...f);
       }
     } finally {
+      // Local files (the controller is this machine): removed even when the deadline has passed.
       for (const program of ctx.programs.values()) {
         const path = await program;
-        if (path) await controller.run(["rm", "-rf", "--", path.slice(0, path.lastIndexOf("/"))]);
+        if (path) {
+          await Deno.remove(path.slice(0, path.lastIndexOf("/")), { recursive: true })
+            .catch(() => {});
+        }
       }
     }
   } finally {

@@ -75,7 +75,7 @@ export function parsePressure(text: string, input = "/proc/pressure/memory"): Pr
     if (match[1] === "some") some = parsed;
     else full = parsed;
   }
-  if (some === undefined) throw new ParseError(input, "no 'some' line");
+  if (some === undefined) throw new ParseError(input, "no 'some' line", { line: lines.length });
   return full === undefined ? { some } : { some, full };
 }
 

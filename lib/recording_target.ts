@@ -98,6 +98,7 @@ export class RecordingTarget implements Target {
   #paths = new Map<string, CapturedPath>();
   #files = new Map<string, string>();
   #secretFiles: string[];
+  #startedAt = new Date();
 
   /**
    * Wraps a target; `secretFiles` are extra paths never to copy (e.g. `secret-key-files`); `host`
@@ -183,8 +184,8 @@ export class RecordingTarget implements Target {
     return this.#inner.close();
   }
 
-  /** What was recorded, as bundle data. */
-  snapshot(collectedAt: Date = new Date()): SnapshotData {
+  /** What was recorded, as bundle data; collected at the time the recording started by default. */
+  snapshot(collectedAt: Date = this.#startedAt): SnapshotData {
     return {
       meta: {
         host: this.host,

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Finding, Status } from "./findings.ts";
+import { type Finding, finding } from "./findings.ts";
 import {
   cannotTell,
   decodeHostKey,
@@ -278,19 +278,6 @@ function oddities(m: Machine): string[] {
     );
   }
   return signs;
-}
-
-function finding(
-  id: string,
-  status: Status,
-  summary: string,
-  extra: { detail?: string | undefined; fix?: string | undefined; data?: unknown } = {},
-): Finding {
-  const f: Finding = { id, status, summary };
-  if (extra.detail !== undefined) f.detail = extra.detail;
-  if (extra.fix !== undefined) f.fix = extra.fix;
-  if (extra.data !== undefined) f.data = extra.data;
-  return f;
 }
 
 /** Parses `ps` `etime` (`[[dd-]hh:]mm:ss`) into seconds. */

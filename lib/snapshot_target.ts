@@ -319,4 +319,10 @@ export class SnapshotTarget implements Target {
   close(): Promise<void> {
     return Promise.resolve();
   }
+
+  /** When the bundle was collected (its checks' "now"). */
+  now(): number {
+    const at = Date.parse(this.meta.collected_at);
+    return Number.isNaN(at) ? Date.now() : at;
+  }
 }

@@ -108,6 +108,33 @@ export interface Target {
   stat(path: string): Promise<FileInfo | null>;
   /** Ends connections and removes temporary files. Safe to call twice. */
   close(): Promise<void>;
+  /**
+   * "Now" for this target's data, ms since the epoch: the collection time for a snapshot, so time
+   * windows ("OOM kills in the last 24 h") and clock skew mean the same offline. Absent: `Date.now()`.
+   */
+  now?(): number;
+}
+
+/**
+ * The target's "now": a snapshot's collection time, else this machine's clock.
+ *
+ * @example
+ * ```ts
+ * import { targetNow } from "./target.ts";
+ * import { SnapshotTarget } from "./snapshot_target.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const target = new SnapshotTarget({
+ *   meta: { host: "b", collected_at: "2026-11-25T10:00:00.000Z", tool: "t" },
+ *   commands: [],
+ *   paths: {},
+ *   files: {},
+ * });
+ * assert.equal(new Date(targetNow(target)).toISOString(), "2026-11-25T10:00:00.000Z");
+ * ```
+ */
+export function targetNow(target: Target): number {
+  return target.now?.() ?? Date.now();
 }
 
 /**

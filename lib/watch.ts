@@ -37,7 +37,17 @@ import { ParseError } from "./errors.ts";
 import { parseMeminfo } from "./meminfo.ts";
 import { parsePressure, stallPercent } from "./psi.ts";
 
-/** The protocol version this module speaks (the first header line is `#nbr-watch 1`). */
+/**
+ * The protocol version this module speaks (the first header line is `#nbr-watch 1`).
+ *
+ * @example
+ * ```ts
+ * import { SAMPLER_PROTOCOL, SAMPLER_SCRIPT } from "./watch.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.ok(SAMPLER_SCRIPT.includes(`#nbr-watch ${SAMPLER_PROTOCOL}`));
+ * ```
+ */
 export const SAMPLER_PROTOCOL = 1;
 
 /**
@@ -48,12 +58,26 @@ export const SAMPLER_PROTOCOL = 1;
  * its children. A process is read from `status` once, up to its `Uid:` line; one that is neither a
  * build nor a Nix process is then set aside (`K_<pid>`, no file read while it lives): it cannot
  * become a build process, except by exec'ing into `nix-store` (`ssh` runs `sh -c nix-store ...`),
- * which is caught when it forks its first child, by reading that parent's `comm` once. Build and
- * Nix processes are read every sample, a build process on to `VmRSS:`, and its `cmdline` once
- * per (pid, name). It exits as soon as a
- * write fails (the ssh channel closed), so no sampler outlives its connection by more than one
- * interval. `/usr/bin:/bin` is appended to `PATH` (a session may get a PATH without `sleep`), and
- * a failing `sleep` ends it rather than letting it spin.
+ * which is caught when it forks its first child, by reading that parent's `comm` once. A Nix
+ * process costs one `comm` read per sample (it is read again only once it execs a builder). A
+ * build process is read every sample, on to `VmRSS:`, and its `cmdline` once per (pid, name).
+ *
+ * Standard error goes to `/dev/null` once, so a process that vanishes mid-read costs no open. It
+ * exits as soon as a write fails (the ssh channel closed), so no sampler outlives its connection
+ * by more than one interval. `/usr/bin:/bin` is appended to `PATH` (a session may get a PATH
+ * without `sleep`), and a failing `sleep` ends it rather than letting it spin.
+ *
+ * @example Run it here for one sample
+ * ```ts
+ * import { SAMPLER_SCRIPT } from "./watch.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const out = await new Deno.Command("sh", { args: ["-c", SAMPLER_SCRIPT, "nbr-watch", "1", "1"] })
+ *   .output();
+ * const text = new TextDecoder().decode(out.stdout);
+ * assert.match(text, /^#nbr-watch 1\nh cpus /);
+ * assert.match(text, /\n#E 1\n$/);
+ * ```
  */
 export const SAMPLER_SCRIPT = `i=$1 max=$2 n=0 g=
 PATH="$PATH:/usr/bin:/bin"
@@ -71,7 +95,8 @@ cpus= hn=
 [ -r /sys/devices/system/cpu/online ] && IFS= read -r cpus </sys/devices/system/cpu/online
 [ -r /proc/sys/kernel/hostname ] && IFS= read -r hn </proc/sys/kernel/hostname
 printf '#nbr-watch 1\\nh cpus %s\\nh hostname %s\\nh buildusers%s\\nh interval %s\\n' "$cpus" "$hn" "$B" "$i" || exit 0
-E='|' L=
+exec 3>&2 2>/dev/null
+E='|' L= M=
 while :; do
   n=$((n + 1))
   o="#S $n"
@@ -91,14 +116,20 @@ P $l"; done </proc/pressure/memory
     case $k in oom_kill) o="$o
 o $v"; break ;; esac
   done </proc/vmstat
-  S=' ' F='|' N=
+  S=' ' F='|' N= Z=
   for d in /proc/[1-9] /proc/[1-9][0-9] /proc/[1-9][0-9][0-9] /proc/[1-9][0-9][0-9][0-9] \\
     /proc/[1-9][0-9][0-9][0-9][0-9] /proc/[1-9][0-9][0-9][0-9][0-9][0-9] \\
     /proc/[1-9][0-9][0-9][0-9][0-9][0-9][0-9]; do
     p=\${d#/proc/}
     case $p in *[!0-9]*) continue ;; esac
-    eval "q=\\\${K_$p-}"
+    eval "q=\\\${K_$p-} r=\\\${X_$p-}"
     if [ -n "$q" ]; then eval "K_$p=$n"; N="$N $p"; continue; fi
+    if [ -n "$r" ]; then
+      c=
+      IFS= read -r c <"$d/comm"
+      if [ "$c" = "$r" ]; then S="$S$p " Z="$Z $p"; continue; fi
+      unset "X_$p"
+    fi
     nm= pp= u= st= rss=0 e= w=o
     {
       while IFS= read -r l; do
@@ -115,17 +146,18 @@ o $v"; break ;; esac
               eval "q=\\\${K_$pp-}"
               if [ -n "$q" ]; then
                 q=
-                IFS= read -r q 2>/dev/null <"/proc/$pp/comm"
+                IFS= read -r q <"/proc/$pp/comm"
                 case $q in nix-daemon|nix-store|nix|nix-build|nix-shell) S="$S$pp " e=1; unset "K_$pp" ;; esac
               fi
             fi
-            [ -z "$e" ] && [ "$u" -ge 872415232 ] 2>/dev/null && e=1
+            [ -z "$e" ] && [ "$u" -ge 872415232 ] && e=1
             [ -n "$e" ] || break
             S="$S$p " w=b ;;
           VmRSS:*) rss=\${l#VmRSS:}; rss=\${rss#"\${rss%%[0-9]*}"}; rss=\${rss%%[!0-9]*}; break ;;
         esac
       done
-    } 2>/dev/null <"$d/status"
+    } <"$d/status"
+    if [ "$w" = n ]; then eval "X_$p=\\$nm"; Z="$Z $p"; continue; fi
     if [ "$w" = o ]; then
       [ -n "$nm" ] && { eval "K_$p=$n"; N="$N $p"; }
       continue
@@ -136,7 +168,7 @@ o $v"; break ;; esac
       *"|$k="*) x=\${E#*"|$k="}; x=\${x%%"|"*} ;;
       *)
         x=- a=
-        IFS= read -r a 2>/dev/null <"$d/cmdline"
+        IFS= read -r a <"$d/cmdline"
         case $a in
           /usr/libexec/qemu-binfmt/*) x=\${a#/usr/libexec/qemu-binfmt/}; x=\${x%%-binfmt*} ;;
           /run/binfmt/*) x=\${a#/run/binfmt/}; x=\${x%%[/.]*} ;;
@@ -150,10 +182,11 @@ o $v"; break ;; esac
 p $p $pp $u $rss $st $x $nm"
   done
   for p in $L; do eval "[ \\"\\\${K_$p-}\\" = $n ] || unset K_$p"; done
-  E=$F L=$N
+  for p in $M; do case " $Z " in *" $p "*) ;; *) unset "X_$p" ;; esac; done
+  E=$F L=$N M=$Z
   printf '%s\\n#E %s\\n' "$o" "$n" || exit 0
   [ "$n" = "$max" ] && exit 0
-  sleep "$i" || { echo "nbr-watch: 'sleep $i' failed" >&2; exit 3; }
+  sleep "$i" || { echo "nbr-watch: 'sleep $i' failed" >&3; exit 3; }
 done
 `;
 

@@ -32,7 +32,17 @@ export interface WatchThresholds {
   pressureCriticalPercent: number;
 }
 
-/** The defaults of {@link WatchThresholds}. */
+/**
+ * The defaults of {@link WatchThresholds}.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_THRESHOLDS } from "./watch_alerts.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(DEFAULT_THRESHOLDS.memoryWarnPercent, 10);
+ * ```
+ */
 export const DEFAULT_THRESHOLDS: Readonly<WatchThresholds> = {
   memoryWarnPercent: 10,
   memoryCriticalPercent: 5,
@@ -40,7 +50,17 @@ export const DEFAULT_THRESHOLDS: Readonly<WatchThresholds> = {
   pressureCriticalPercent: 40,
 };
 
-/** The runbook page of the OOM mitigations. */
+/**
+ * The runbook page of the OOM mitigations.
+ *
+ * @example
+ * ```ts
+ * import { OOM_RUNBOOK } from "./watch_alerts.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(OOM_RUNBOOK, "runbook/oom_mitigate.md");
+ * ```
+ */
 export const OOM_RUNBOOK = "runbook/oom_mitigate.md";
 
 /**

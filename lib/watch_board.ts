@@ -147,7 +147,11 @@ export class WatchBoard {
       });
       if (view.state !== "live") this.#setState(view, "live", "", sample.receivedAt);
     } else {
-      this.#setState(view, event.state, event.reason, event.at);
+      // A watch that ends after failing keeps showing why it failed.
+      const failed = view.state === "unreachable" || view.state === "stale";
+      if (event.state !== "ended" || !failed) {
+        this.#setState(view, event.state, event.reason, event.at);
+      }
       const kept = view.findings.filter((f) =>
         !["watch/stale", "watch/unreachable"].includes(f.id)
       );

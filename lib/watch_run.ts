@@ -58,6 +58,8 @@ export interface RunWatchOptions {
   color?: boolean;
   /** ASCII bars. */
   ascii?: boolean;
+  /** `plain` output: also one line per build process (pid, parent, uid, memory, state). */
+  verbose?: boolean;
   /** A Nix command to run and follow (`["nix", "build", ...]`). */
   build?: readonly string[];
   /** Whether builders are configured, for the "built locally" warning (default true). */
@@ -135,6 +137,7 @@ export async function runWatch(options: RunWatchOptions): Promise<WatchResult> {
   const screen = options.output === "tty" && !options.once ? new TtyScreen(Deno.stdout) : null;
   let build: WrappedBuild | null = null;
   let buildStartedAt = 0;
+  const nixNotes: string[] = [];
   let drawTimer: ReturnType<typeof setTimeout> | undefined;
   let stopped = false;
 
@@ -174,7 +177,17 @@ export async function runWatch(options: RunWatchOptions): Promise<WatchResult> {
       if (event.kind === "sample") {
         const view = board.builder(event.host);
         const status = worstStatus(view.findings.map((f) => f.status));
-        if (!options.once) write(plainSampleLine(event.sample, status) + "\n");
+        if (!options.once) {
+          write(plainSampleLine(event.sample, status) + "\n");
+          if (options.verbose) {
+            for (const p of event.sample.processes) {
+              write(
+                `  pid ${p.pid} ppid ${p.ppid} uid ${p.uid} rss ${p.rssKiB} kB ${p.state} ` +
+                  `${p.emulated ? `emulated ${p.emulated} ` : ""}${p.name}\n`,
+              );
+            }
+          }
+        }
       } else if (!options.once && (event.state === "stale" || event.state === "unreachable")) {
         const time = new Date(event.at).toISOString().replace(/\.\d+Z$/, "Z");
         write(`${time} ${event.host} ${event.state.toUpperCase()} ${event.reason}\n`);
@@ -219,11 +232,19 @@ export async function runWatch(options: RunWatchOptions): Promise<WatchResult> {
       build = new WrappedBuild({
         argv: options.build,
         timeoutMs: options.durationMs,
-        onEvent: () => scheduleDraw(),
+        onEvent: (event) => {
+          // Nix's warnings (level 1) would otherwise be lost with the log format: keep them.
+          if (event.action === "msg" && event.level === 1) {
+            nixNotes.push(event.msg);
+            if (options.output === "plain") write(`nix: ${event.msg}\n`);
+          }
+          scheduleDraw();
+        },
         onBuildEnd: (record) => {
           if (options.output === "json") json(buildRecord(record));
         },
         onText: (line) => {
+          nixNotes.push(line);
           if (options.output === "plain") write(`nix: ${line}\n`);
         },
       });
@@ -284,6 +305,7 @@ export async function runWatch(options: RunWatchOptions): Promise<WatchResult> {
         elapsedMs: buildResult.elapsedMs,
         stdout: buildResult.stdout,
         errors: build.tracker.errors,
+        notes: nixNotes,
       };
     }
     if (!options.once || build) json(summary);
@@ -298,7 +320,9 @@ export async function runWatch(options: RunWatchOptions): Promise<WatchResult> {
     });
     write(lines.join("\n") + "\n");
   } else {
-    write(finalText(board, raised, build, buildResult, verdict));
+    // Plain output printed Nix's notes as they came; the screen could not.
+    const notes = options.output === "tty" ? nixNotes : [];
+    write(finalText(board, raised, build, buildResult, verdict, notes));
   }
   const result: WatchResult = { status, findings };
   if (buildResult) result.build = buildResult;
@@ -342,6 +366,7 @@ function finalText(
   build: WrappedBuild | null,
   result: WrappedBuildResult | undefined,
   verdict: readonly Finding[],
+  notes: readonly string[],
 ): string {
   const lines: string[] = [];
   const worst = board.worst();
@@ -374,6 +399,7 @@ function finalText(
         ...table.map((l) => `  ${l}`),
       );
     }
+    for (const note of notes.slice(-20)) lines.push(`  nix: ${note}`);
     for (const error of build.tracker.errors) lines.push(...error.split("\n").map((l) => `  ${l}`));
     // Not wrapped: terminals wrap, and scripts read whole lines.
     lines.push(...warningLines(verdict, { width: 100_000 }));

@@ -35,13 +35,17 @@ let
     text: needle:
     lib.assertMsg (lib.hasInfix needle text) "nix-builder-health unit lacks '${needle}':\n${text}";
 in
-assert expect service "SuccessExitStatus=1";
-assert expect service "OnFailure=notify-admins@%n.service";
-assert expect service "share/nix-builder-runbook/health_check.js";
-assert expect service "--prometheus /var/lib/prometheus-node-exporter-text/nix_builder.prom";
-assert expect service "--warning 15%:";
-assert expect timer "OnCalendar=hourly";
-pkgs.writeText "nix-builder-health-units" ''
-  ${service}
-  ${timer}
-''
+# The assertions sit inside the text, so listing the flake's outputs does not evaluate NixOS; building
+# the check (nix flake check, nix build) does.
+pkgs.writeText "nix-builder-health-units" (
+  assert expect service "SuccessExitStatus=1";
+  assert expect service "OnFailure=notify-admins@%n.service";
+  assert expect service "share/nix-builder-runbook/health_check.js";
+  assert expect service "--prometheus /var/lib/prometheus-node-exporter-text/nix_builder.prom";
+  assert expect service "--warning 15%%:"; # systemd specifier escape of the literal %
+  assert expect timer "OnCalendar=hourly";
+  ''
+    ${service}
+    ${timer}
+  ''
+)

@@ -100,7 +100,10 @@ in
       };
       serviceConfig = {
         Type = "oneshot";
-        ExecStart = lib.escapeShellArgs ([ "${cfg.deno}/bin/deno" "run" "-A" cfg.script ] ++ args);
+        # systemd reads % in ExecStart as a specifier: a literal one (-w 15%:) is written %%.
+        ExecStart = lib.replaceStrings [ "%" ] [ "%%" ] (
+          lib.escapeShellArgs ([ "${cfg.deno}/bin/deno" "run" "-A" cfg.script ] ++ args)
+        );
         # WARNING (1) is logged, not a failure; CRITICAL (2) and UNKNOWN (3) fail the unit.
         SuccessExitStatus = "1";
         # The check's own deadline is --timeout (60 s); this is the backstop.

@@ -42,7 +42,11 @@ if (import.meta.main) {
         sshOptions: opts.sshOption,
       });
       const report = doctorReport(result, target.host);
-      const code = emitReport(report, opts);
+      // Doctor's text view lists problems only; --verbose (or --json) shows every finding.
+      const shown = opts.json || opts.verbose
+        ? report
+        : { ...report, findings: report.findings.filter((f) => f.status !== "ok") };
+      const code = emitReport(shown, opts);
       if (!opts.json) console.log(renderDoctorSummary(result));
       return code;
     } finally {

@@ -37,16 +37,20 @@ import {
   shouldColor,
 } from "../lib/findings.ts";
 import { LocalTarget } from "../lib/local_target.ts";
-import { resolveBuilders } from "../lib/machines.ts";
 import { parseNixVersion, readEffectiveConfig } from "../lib/nix_config.ts";
 import { renderLogView } from "../lib/log_view.ts";
 import { openOutput, type PagedOutput } from "../lib/pager.ts";
-import { SnapshotTarget } from "../lib/snapshot_target.ts";
 import { SshTarget } from "../lib/ssh_target.ts";
 import { parseStorePath, type StorePath } from "../lib/store_path.ts";
 import type { Target } from "../lib/target.ts";
 
 const TOOL = "drv_log";
+
+/** Loaded only for --snapshot: its bundle validation (zod) would cost every other run start-up time. */
+async function openSnapshot(dir: string): Promise<Target> {
+  const { SnapshotTarget } = await import("../lib/snapshot_target.ts");
+  return await SnapshotTarget.open(dir);
+}
 
 function program() {
   return createCommand({
@@ -149,6 +153,7 @@ async function builderSources(
     }
   })();
   const setting = config.settings.get("builders")?.value ?? "";
+  const { resolveBuilders } = await import("../lib/machines.ts");
   const resolved = await resolveBuilders(setting, (p) => local.readFile(p), {
     ...(parsedVersion ? { version: parsedVersion } : {}),
   });
@@ -318,14 +323,18 @@ async function main(): Promise<number> {
       const sources: LogSource[] = [];
       if (!opts.skipLocal) {
         const local: Target = opts.snapshot !== undefined
-          ? await SnapshotTarget.open(opts.snapshot)
+          ? await openSnapshot(opts.snapshot)
           : new LocalTarget({ deadline });
         targets.push(local);
         sources.push({ target: local, nixLog: local.kind === "local" });
       }
       for (const target of sshTargets) sources.push({ target });
       if (opts.builders) {
-        const configTarget = sources[0]?.target ?? new LocalTarget({ deadline });
+        // The machines list is this machine's (or the snapshot's), even with --skip-local.
+        const configTarget = targets.find((t) => t.kind !== "ssh") ??
+          (opts.snapshot !== undefined
+            ? await openSnapshot(opts.snapshot)
+            : new LocalTarget({ deadline }));
         const builtOn = subjects.map((s) => s.failure?.host).find((h) => h !== undefined)
           ?.replace(/^ssh(-ng)?:\/\//, "").split("?")[0];
         const builders = await builderSources(configTarget, opts, deadline, builtOn);

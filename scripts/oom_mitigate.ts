@@ -75,6 +75,11 @@ async function readInput(flag: string, path: string): Promise<{ name: string; te
     return { name: "standard input", text: await new Response(Deno.stdin.readable).text() };
   }
   try {
+    // /dev/zero would fill memory (a FIFO, as from <(dmesg), is fine: the deadline bounds it).
+    const info = await Deno.stat(path);
+    if (info.isCharDevice || info.isBlockDevice || info.isSocket) {
+      throw new Error("not a regular file (a device or socket)");
+    }
     return { name: path, text: await Deno.readTextFile(path) };
   } catch (error) {
     const why = error instanceof Deno.errors.NotFound ? "no such file" : (error as Error).message;

@@ -139,6 +139,8 @@ async function main(): Promise<number> {
       );
     } else if (option.long === "--json") {
       option.description = "one JSON object per line: per sample per builder, then a summary";
+    } else if (option.long === "--verbose") {
+      option.description = "with --plain: a line per build process too";
     } else if (option.long === "--timeout") {
       option.description =
         "with --once: deadline of the run; else: wait for a builder's first sample";
@@ -239,6 +241,7 @@ async function main(): Promise<number> {
     output,
     color: output === "tty" && shouldColor(),
     ascii: opts.ascii === true,
+    verbose: opts.verbose === true,
     ...(command.length > 0 ? { build: command } : {}),
     buildersConfigured,
     signal: controller.signal,

@@ -37,6 +37,7 @@ let bundled: Promise<{ dir: string; results: BundleResult[] }> | undefined;
 function bundles(): Promise<{ dir: string; results: BundleResult[] }> {
   bundled ??= (async () => {
     const dir = await Deno.makeTempDir({ prefix: "nbr-bundle-test-" });
+    globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
     const results = await bundleScripts({ scripts: SCRIPTS, outDir: dir });
     return { dir, results };
   })();

@@ -335,3 +335,34 @@ Deno.test("logFindings() points an OOM kill to the OOM runbook and a full disk t
   );
   assert.match(binfmt[0]!.fix!, /runbook\/check_binfmt\.md/);
 });
+
+Deno.test("LogScanner's WebAssembly loop and its JavaScript loop give the same result", () => {
+  const vocabulary = [
+    "plain line",
+    "Running phase: buildPhase",
+    "building",
+    "configuring",
+    "src/x.c:1:2: error: bad",
+    "make: *** [all] Error 2",
+    "FAIL: t",
+    "Killed",
+    "",
+    "errorless",
+    "\x00\x01",
+    "x".repeat(300),
+  ];
+  fc.assert(
+    fc.property(
+      fc.array(fc.constantFrom(...vocabulary), { maxLength: 400 }),
+      fc.boolean(),
+      (lines, trailing) => {
+        const text = lines.join("\n") + (trailing ? "\n" : "");
+        assert.deepEqual(
+          scanLogText(text, { engine: "wasm", chunkSize: 4096 }),
+          scanLogText(text, { engine: "js", chunkSize: 4096 }),
+        );
+      },
+    ),
+    { numRuns: 300 },
+  );
+});

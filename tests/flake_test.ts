@@ -227,7 +227,8 @@ Deno.test({
       exec,
       / --prometheus \/var\/lib\/prometheus-node-exporter-text\/nix_builder\.prom /,
     );
-    assert.match(exec, / --warning 15%: --builder-user nixremote$/);
+    // systemd reads % as a specifier: the module writes a literal one as %%.
+    assert.match(exec, / --warning 15%%: --builder-user nixremote$/);
     assert.equal(service.serviceConfig.Type, "oneshot");
     assert.equal(service.serviceConfig.SuccessExitStatus, "1");
     assert.equal(service.startAt, "hourly");
@@ -271,6 +272,59 @@ Deno.test({
     const ok = await evalHealth("{ enable = true; }");
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal(JSON.parse(ok.stdout).service.serviceConfig.SuccessExitStatus, "1");
+  },
+});
+
+Deno.test({
+  name:
+    "Nix's own flake loader takes flake.nix (nixpkgs replaced by the stub) and lists every output",
+  ignore: !HAVE_NIX,
+  async fn() {
+    // A throw-away store: `path:` copies the checkout into it, and nothing lands in /nix.
+    const store = await Deno.makeTempDir({ prefix: "nbr-flake-store-" });
+    try {
+      const r = await run([
+        "nix",
+        "--extra-experimental-features",
+        "nix-command flakes",
+        "--store",
+        store,
+        "flake",
+        "show",
+        "--json",
+        `path:${ROOT}`,
+        "--override-input",
+        "nixpkgs",
+        `path:${ROOT}/nix/stub`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const show = JSON.parse(r.stdout);
+      const systems = ["aarch64-darwin", "aarch64-linux", "x86_64-darwin", "x86_64-linux"];
+      for (const output of ["apps", "packages", "devShells", "checks"]) {
+        assert.deepEqual(Object.keys(show[output]).sort(), systems, output);
+      }
+      const scripts = await listScripts(ROOT);
+      for (const system of systems) {
+        assert.deepEqual(Object.keys(show.apps[system]).sort(), [...scripts, "default"].sort());
+        for (const app of Object.values(show.apps[system])) assert.deepEqual(app, { type: "app" });
+        assert.equal(show.packages[system].default.name, "nix-builder-runbook-0.1.0");
+        assert.equal(show.devShells[system].default.type, "derivation");
+      }
+      assert.deepEqual(show.nixosModules, {
+        default: { type: "nixos-module" },
+        "health-check": { type: "nixos-module" },
+      });
+      assert.deepEqual(Object.keys(show.checks["x86_64-linux"]).sort(), [
+        "health-check-module",
+        "package",
+      ]);
+    } finally {
+      await Deno.remove(store, { recursive: true }).catch(async () => {
+        // A store's files are read-only: make them writable, then remove.
+        await run(["chmod", "-R", "u+w", store]);
+        await Deno.remove(store, { recursive: true });
+      });
+    }
   },
 });
 

@@ -59,8 +59,8 @@ Deno.test("renderText() colours only when asked", () => {
     tool: "t",
     host: "h",
   });
-  assert.match(renderText(report, { color: true }), /\x1b\[33mWARNING/);
-  assert.doesNotMatch(renderText(report, { color: false }), /\x1b/);
+  assert.ok(renderText(report, { color: true }).includes("\x1b[33mWARNING"));
+  assert.ok(!renderText(report, { color: false }).includes("\x1b"));
 });
 
 Deno.test("renderJson() prints the stable report shape", () => {
@@ -139,24 +139,18 @@ Deno.test("loadSnapshot() names the file and field that is wrong", async () => {
   }
 });
 
-Deno.test("collect.ts then doctor.ts --snapshot gives the same findings as doctor.ts live", async () => {
+Deno.test("doctor.ts --snapshot on a collect.ts bundle gives the findings collect saw live", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const collected = await runScript("collect.ts", ["--output", `${dir}/bundle`]);
     assert.equal(collected.code, 0, collected.stderr);
     assert.match(collected.stdout, /^collect: wrote /);
-    const live = await runScript("doctor.ts", ["--json", "--no-builders"]);
     const replay = await runScript("doctor.ts", ["--json", "--snapshot", `${dir}/bundle`]);
-    assert.equal(replay.code, live.code, replay.stderr);
-    const strip = (text: string) => {
-      const report = JSON.parse(text);
-      return report.findings.map((f: { id: string; status: string; summary: string }) => [
-        f.id,
-        f.status,
-        f.summary.replaceAll(report.host, "HOST"),
-      ]);
-    };
-    assert.deepEqual(strip(replay.stdout), strip(live.stdout));
+    const live = JSON.parse(await Deno.readTextFile(`${dir}/bundle/report.json`));
+    const view = (report: { findings: { id: string; status: string; summary: string }[] }) =>
+      report.findings.map((f) => [f.id, f.status, f.summary]);
+    assert.deepEqual(view(JSON.parse(replay.stdout)), view(live));
+    assert.equal(replay.code, { ok: 0, warning: 1, critical: 2, unknown: 3 }[live.status as "ok"]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -214,6 +208,6 @@ Deno.test("a hostile --host is refused with exit 3 before anything runs", async 
 Deno.test("--help lists examples and the exit codes", async () => {
   const result = await runScript("doctor.ts", ["--help"]);
   assert.equal(result.code, 0);
-  assert.match(result.stdout, /Examples:\n  deno task doctor/);
+  assert.ok(result.stdout.includes("Examples:\n  deno task doctor"));
   assert.match(result.stdout, /Exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN/);
 });

@@ -112,6 +112,7 @@ Deno.test("the NixOS module makes a oneshot service on a timer with SuccessExitS
         literalExpression = x: x;
         optionals = c: l: if c then l else [ ];
         optional = c: x: if c then [ x ] else [ ];
+        replaceStrings = builtins.replaceStrings;
         escapeShellArgs = l: builtins.concatStringsSep " " (map (a: "'" + builtins.replaceStrings [ "'" ] [ "'\\\\''" ] a + "'") l);
       };
       pkgs = { deno = "/deno"; bash = "bash"; coreutils = "coreutils"; getconf = "getconf"; util-linux = "util-linux"; procps = "procps"; };
@@ -149,7 +150,7 @@ Deno.test("the NixOS module makes a oneshot service on a timer with SuccessExitS
     service.serviceConfig.ExecStart,
     "'/deno/bin/deno' 'run' '-A' '/src/scripts/health_check.ts' '--state-file' " +
       "'/var/lib/nix-builder-runbook/health-state.json' '--prometheus' " +
-      "'/var/lib/text/nix_builder.prom' '-w' '15%:'",
+      "'/var/lib/text/nix_builder.prom' '-w' '15%%:'",
   );
   assert.deepEqual(service.onFailure, ["notify-admins@%n.service"]);
   assert.equal(service.startAt, "*:0/15");

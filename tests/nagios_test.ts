@@ -178,3 +178,44 @@ Deno.test("formatPerfData() refuses labels the grammar cannot carry and non-fini
   );
   assert.equal(formatPerfData({ label: "tiny", value: 1e-7 }), "'tiny'=0");
 });
+
+Deno.test("health_check --nagios prints one line the strict grammar accepts, exit code matching its status", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../scripts/health_check.ts", import.meta.url).pathname,
+        "--nagios",
+        "--state-file",
+        `${dir}/state.json`,
+        "-w",
+        "99.9%:",
+      ],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    const parsed = parsePluginOutput(text);
+    const codes: Record<string, number> = { OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3 };
+    assert.equal(out.code, codes[parsed.status]);
+    // The store is less than 99.9% free: at least WARNING, and the summary names it.
+    assert.ok(out.code >= 1);
+    assert.match(parsed.text, /^localhost: .*store \/nix\/store: \d+% free/);
+    const store = parsed.perf.find((p) => p.label === "store_free");
+    assert.ok(store, text);
+    assert.equal(store.uom, "B");
+    assert.equal(store.min, "0");
+    // The -w percentage is converted into bytes (of used + available, as df's Use% counts): above
+    // the free space, which is why it warned, and below the filesystem's size.
+    const warnBytes = Number(store.warn.replace(/:$/, ""));
+    assert.ok(warnBytes > store.value && warnBytes < Number(store.max), store.warn);
+    for (const label of ["memory_available", "load5_per_core", "oom_kills"]) {
+      assert.ok(parsed.perf.some((p) => p.label === label), `${label} missing in ${text}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

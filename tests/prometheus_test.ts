@@ -133,3 +133,55 @@ Deno.test("writeTextfile() refuses names node_exporter would ignore and says why
     /Cannot write --prometheus '\/nonexistent-dir-nbr\/x\.prom': its directory does not exist/,
   );
 });
+
+Deno.test("health_check --prometheus writes a textfile the parser reads: base units, counters, status", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../scripts/health_check.ts", import.meta.url).pathname,
+        "--prometheus",
+        `${dir}/nix_builder.prom`,
+        "--state-file",
+        `${dir}/state.json`,
+        "--json",
+      ],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const report = JSON.parse(new TextDecoder().decode(out.stdout));
+    const families = parse(await Deno.readTextFile(`${dir}/nix_builder.prom`));
+    const byName = new Map(families.map((f) => [f.name, f]));
+    const status = byName.get("nix_builder_health_status")!;
+    const values: Record<string, string> = { ok: "0", warning: "1", critical: "2", unknown: "3" };
+    assert.equal(status.metrics[0]!.value, values[report.status]);
+    for (const f of families) {
+      assert.ok(f.help.length > 0, `${f.name} has no HELP`);
+      assert.equal(f.type === "COUNTER", f.name.endsWith("_total"), f.name);
+      // Base units: bytes and seconds, never KiB, percent or milliseconds.
+      assert.doesNotMatch(f.name, /_(kb|kib|mb|percent|ms|milliseconds)\b/);
+    }
+    const checks = byName.get("nix_builder_health_check_status")!.metrics;
+    assert.deepEqual(
+      checks.map((m) => m.labels!.check).sort(),
+      [...new Set(report.findings.map((f: { id: string }) => f.id) as string[])].sort(),
+    );
+    const total = Number(byName.get("nix_builder_memory_total_bytes")!.metrics[0]!.value);
+    const meminfo = await Deno.readTextFile("/proc/meminfo");
+    assert.equal(total, Number(/^MemTotal:\s+(\d+) kB$/m.exec(meminfo)![1]) * 1024);
+    const store = byName.get("nix_builder_filesystem_avail_bytes")!.metrics[0]!;
+    assert.deepEqual(store.labels, { role: "store", path: "/nix/store" });
+    // Checked here: no host label; the file is the only one in its directory (atomic write).
+    assert.ok(families.every((f) => f.metrics.every((m) => !("host" in (m.labels ?? {})))));
+    assert.deepEqual(
+      [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.includes(".prom")),
+      ["nix_builder.prom"],
+    );
+    assert.ok(!report.findings.some((f: { id: string }) => f.id === "health/prometheus-file"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

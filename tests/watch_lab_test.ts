@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import { type Lab, labTest, startLab } from "./lab/lab.ts";
 import { SshTarget } from "../lib/ssh_target.ts";
+import { canaryElf } from "./lab/canary.ts";
 import { BuilderWatch, type WatchEvent } from "../lib/watch_session.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -241,6 +242,39 @@ labTest(
       result.stdout,
       /^CRITICAL doomed-[0-9a-f]{8} failed on builder1: build of '\/nix\/store\/\S+' on 'ssh:\/\/builder1' failed: builder for '\S+' failed with exit code 3$/m,
     );
+  },
+);
+
+labTest(
+  "watch_builders: a build process run by qemu on a lab builder is marked emulated",
+  async () => {
+    await using lab = await startLab({ builders: 1 });
+    // The lab's aarch64 canary with its first instruction replaced by "b ." (it spins), run by an
+    // x86_64 build for 4 s: like a cross build running its tests under qemu.
+    const elf = canaryElf("aarch64-linux");
+    new DataView(elf.buffer).setUint32(120, 0x14000000, true);
+    const spin = `${lab.dir}/spin-aarch64`;
+    await Deno.writeFile(spin, elf, { mode: 0o755 });
+    await Deno.chmod(spin, 0o755);
+    const expr = `derivation { name = "qemu-tests-${crypto.randomUUID().slice(0, 8)}"; ` +
+      `system = "x86_64-linux"; builder = "/bin/sh"; ` +
+      `args = [ "-c" "/usr/bin/timeout 4 ${spin}; echo ok > $out" ]; }`;
+    const build = lab.controller.nixBuild(expr, { timeoutMs: 60_000 });
+    try {
+      const seen = await until("the emulated process", 20_000, async () => {
+        const r = await lab.controller.exec(
+          ["deno", "run", "-A", SCRIPT, "--once", "--json", ...CALM],
+          { timeoutMs: 30_000 },
+        );
+        const record = records(r.stdout)[0];
+        const found = record && procs(record).find((p) => p.name === "spin-aarch64");
+        return found ? found as unknown as { emulated: string | null; uid: number } : null;
+      });
+      assert.equal(seen.emulated, "aarch64");
+      assert.equal(seen.uid, 0);
+    } finally {
+      assert.equal((await build).code, 0);
+    }
   },
 );
 

@@ -471,6 +471,18 @@ Deno.test("WatchBoard keeps a builder that stopped answering, marked stale, and 
   assert.equal(board.worst(), "critical");
 });
 
+Deno.test("WatchBoard keeps showing why a builder failed once its watch has ended", () => {
+  const board = new WatchBoard(["builder2"], { intervalS: 1 });
+  const refused = "ssh: connect to host 127.0.0.1 port 34641: Connection refused";
+  board.apply({ kind: "state", host: "builder2", state: "unreachable", reason: refused, at: 0 });
+  board.apply({ kind: "state", host: "builder2", state: "ended", reason: "", at: 1 });
+  assert.equal(board.builder("builder2").state, "unreachable");
+  assert.deepEqual(builderBlock(board.builder("builder2"), { width: 100 }), [
+    `builder2  UNREACHABLE  ${refused}`,
+  ]);
+  assert.equal(board.current(), "critical");
+});
+
 Deno.test("renderView() fits 80 columns with long names, many processes and warnings", () => {
   const host = "a-very-long-builder-name.with.a.domain.example.org";
   const board = new WatchBoard([host, "b2"], { intervalS: 1 });
