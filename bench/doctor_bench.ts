@@ -12,7 +12,7 @@
  */
 
 import { labPrerequisites, startLab } from "../tests/lab/lab.ts";
-import { type BenchRow, formatTable } from "./main.ts";
+import { type BenchRow, formatTable } from "./_table.ts";
 
 const SCRIPT = new URL("../scripts/doctor.ts", import.meta.url).pathname;
 

@@ -16,7 +16,7 @@
  */
 
 import { LEGACY_PHASE_HEADERS, TRIGGERS } from "../lib/log_scan.ts";
-import { type BenchRow, formatTable } from "./main.ts";
+import { type BenchRow, formatTable } from "./_table.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SCRIPT = `${ROOT}scripts/drv_log.ts`;

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { type BenchRow, formatTable } from "./main.ts";
+import { type BenchRow, formatTable } from "./_table.ts";
 import { labPrerequisites, startLab } from "../tests/lab/lab.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;

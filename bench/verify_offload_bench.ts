@@ -16,7 +16,7 @@
  */
 
 import { type Lab, labPrerequisites, startLab } from "../tests/lab/lab.ts";
-import { type BenchRow, formatTable } from "./main.ts";
+import { type BenchRow, formatTable } from "./_table.ts";
 
 const SCRIPT = new URL("../scripts/verify_offload.ts", import.meta.url).pathname;
 

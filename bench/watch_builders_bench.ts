@@ -229,6 +229,6 @@ export async function benchWatchBuilders(
 
 if (import.meta.main) {
   const seconds = Number(Deno.args[0] ?? 10);
-  const { formatTable } = await import("./main.ts");
+  const { formatTable } = await import("./_table.ts");
   console.log(formatTable(await benchWatchBuilders({ seconds })));
 }

@@ -393,23 +393,21 @@ export function parseBinfmtSupport(text: string, file: string): BinfmtSourceRule
   const name = file.slice(file.lastIndexOf("/") + 1);
   const lines = text.split("\n");
   const field = (i: number) => (lines[i] ?? "").trim();
-  const type = field(1);
-  if (type !== "magic" && type !== "extension") {
-    throw new ParseError(file, `type ${quoteForMessage(type)} is neither 'magic' nor 'extension'`, {
-      line: 2,
-    });
-  }
-  const yes = (i: number) => field(i) === "yes";
-  const credentials = yes(7);
-  const flags = (yes(8) ? "P" : "") + (credentials ? "OC" : "") + (yes(9) ? "F" : "");
-  // Each value is on its own line: name the line at fault (1-based: offset 3, magic 4, mask 5,
-  // interpreter 6), or the last line of a file that ends before it.
+  // Each value is on its own line: name the line at fault (1-based: type 2, offset 3, magic 4,
+  // mask 5, interpreter 6), or the last line of a file that ends before it.
   const fail = (i: number, reason: string) =>
     i < lines.length
       ? new ParseError(file, reason, { line: i + 1 })
       : new ParseError(file, `${reason} (the file ends before line ${i + 1})`, {
         line: lines.length,
       });
+  const type = field(1);
+  if (type !== "magic" && type !== "extension") {
+    throw fail(1, `type ${quoteForMessage(type)} is neither 'magic' nor 'extension'`);
+  }
+  const yes = (i: number) => field(i) === "yes";
+  const credentials = yes(7);
+  const flags = (yes(8) ? "P" : "") + (credentials ? "OC" : "") + (yes(9) ? "F" : "");
   const colon = [2, 3, 4, 5].find((i) => field(i).includes(":"));
   if (colon !== undefined) throw fail(colon, `${quoteForMessage(field(colon))} contains ':'`);
   const line = type === "magic"

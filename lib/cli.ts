@@ -275,6 +275,15 @@ export function holdInterrupts(): () => void {
   };
 }
 
+/** Options for {@link runMain}. */
+export interface RunMainOptions {
+  /**
+   * Called on SIGINT, SIGTERM or SIGHUP before the default (kill children, exit 3); return `true`
+   * when the script handles the signal itself, e.g. a live watch that ends on Ctrl-C with a verdict.
+   */
+  onInterrupt?: (signal: Deno.Signal) => boolean;
+}
+
 /**
  * Runs a script's body: exit with its code; any error becomes one line on stderr and exit 3
  * (`NBR_DEBUG=1` shows the stack). SIGINT/SIGTERM kill children and exit 3.
@@ -286,15 +295,20 @@ export function holdInterrupts(): () => void {
  * await runMain("demo", async () => 0);
  * ```
  */
-export async function runMain(tool: string, body: () => Promise<number>): Promise<never> {
+export async function runMain(
+  tool: string,
+  body: () => Promise<number>,
+  options: RunMainOptions = {},
+): Promise<never> {
   const onSignal = (signal: Deno.Signal) => () => {
     // A pager (less) owns the terminal and handles Ctrl-C itself: see holdInterrupts().
     if (signal === "SIGINT" && interruptsHeld > 0) return;
+    if (options.onInterrupt?.(signal)) return;
     killAllProcesses();
     writeError(`${tool}: interrupted by ${signal}`);
     Deno.exit(3);
   };
-  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
   for (const signal of signals) {
     try {
       Deno.addSignalListener(signal, onSignal(signal));
@@ -313,7 +327,7 @@ export async function runMain(tool: string, body: () => Promise<number>): Promis
       // commander already printed the message (or the help / version).
       code = error.exitCode === 0 ? 0 : 3;
     } else if (
-      error instanceof UsageError || error instanceof TargetError ||
+      error instanceof UsageError || error instanceof TargetError || error instanceof RangeError ||
       (error instanceof Error && error.name === "ParseError")
     ) {
       writeError(`${tool}: ${error.message}`);

@@ -259,7 +259,22 @@ export async function runDoctor(
   const open = options.openBuilder ??
     ((m: Machine) => builderTarget(m, { deadline, sshOptions: options.sshOptions ?? [] }));
   const health = Promise.all(unique.map(async (machine) => {
-    const builder = open(machine);
+    let builder: Target;
+    try {
+      builder = open(machine);
+    } catch (error) {
+      // A host ssh could read as an option is refused (UsageError): report it, check the rest.
+      return {
+        step: `health ${machine.storeUri}`,
+        page: "runbook/health_check.md",
+        findings: [{
+          id: "health/unreachable",
+          status: "unknown" as const,
+          summary: `${machine.storeUri}: health not checked: ${(error as Error).message}`,
+          fix: "See the offload findings for this builder (runbook/verify_offload.md)",
+        }],
+      };
+    }
     try {
       const reach = await builder.run(["true"]);
       if (reach.failure || reach.code !== 0) {
@@ -287,6 +302,8 @@ export async function runDoctor(
       await builder.close();
     }
   }));
+  // Awaited below: until then a failure must not count as an unhandled rejection (a crash).
+  health.catch(() => {});
   const offload = await verifyMachines(target, {
     deadline,
     canary: options.canary ?? true,

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { ParseError } from "./errors.ts";
 import type { Finding } from "./findings.ts";
 import { chooseMachine, type Machine, resolveBuilders, whyMachineCannotBuild } from "./machines.ts";
 import { parseNixVersion, readEffectiveConfig, settingList } from "./nix_config.ts";
@@ -23,6 +24,9 @@ export interface DerivationNeeds {
   /** Its `preferLocalBuild`. */
   preferLocalBuild: boolean;
 }
+
+/** What {@link parseDerivationShow} names in its errors. */
+const INPUT = "nix derivation show";
 
 /**
  * Reads the needs of the first derivation in `nix derivation show` / `nix show-derivation` JSON
@@ -49,15 +53,15 @@ export function parseDerivationShow(json: string): DerivationNeeds {
   try {
     data = JSON.parse(json);
   } catch (error) {
-    throw new Error(`Cannot read the derivation: not JSON (${(error as Error).message})`);
+    throw new ParseError(INPUT, `not JSON (${(error as Error).message})`);
   }
   if (data === null || typeof data !== "object" || Array.isArray(data)) {
-    throw new Error("Cannot read the derivation: expected an object of derivations");
+    throw new ParseError(INPUT, "expected an object of derivations");
   }
   const entries = Object.entries(data as Record<string, unknown>);
   const [name, value] = entries[0] ?? [];
   if (name === undefined || value === null || typeof value !== "object") {
-    throw new Error("Cannot read the derivation: the output names no derivation");
+    throw new ParseError(INPUT, "the output names no derivation");
   }
   const drv = value as { system?: unknown; platform?: unknown; env?: Record<string, unknown> };
   const system = typeof drv.system === "string"

@@ -78,14 +78,18 @@ export class LocalTarget implements Target {
   /** Reads a text file; `null` when absent. */
   async readFile(path: string): Promise<string | null> {
     try {
-      // A device or a FIFO is no file to read whole: /dev/zero fills memory, a FIFO blocks.
+      // A device is no file to read whole (/dev/zero fills memory); a FIFO is (`<(dmesg)`,
+      // `--kernel-log /dev/stdin`), but may never get a writer: it gets the command time-out.
       const info = await Deno.stat(path);
-      if (info.isCharDevice || info.isBlockDevice || info.isFifo || info.isSocket) {
-        throw new Error("not a regular file (a device, FIFO or socket)");
-      }
-      return await Deno.readTextFile(path);
+      const device = (info.isCharDevice || info.isBlockDevice) && path !== "/dev/null";
+      if (device || info.isSocket) throw new Error("not a regular file (a device or socket)");
+      const timeoutMs = effectiveTimeout({}, this.#options);
+      return await Deno.readTextFile(path, { signal: AbortSignal.timeout(timeoutMs) });
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) return null;
+      if (error instanceof DOMException && error.name === "TimeoutError") {
+        throw new TargetError(this.host, path, "timed out (a FIFO nobody writes to?)", "timeout");
+      }
       throw new TargetError(this.host, path, errorReason(error));
     }
   }

@@ -28,6 +28,7 @@ import {
   versionAtLeast,
 } from "./nix_config.ts";
 import { isTrustedUser } from "./show_config.ts";
+import { parseSshHost } from "./host.ts";
 import { SshTarget } from "./ssh_target.ts";
 import {
   describeFailure,
@@ -796,6 +797,14 @@ async function checkMachine(
     return finish();
   }
 
+  // A host ssh could read as an option (or a shell as syntax) is refused before any ssh runs.
+  try {
+    parseSshHost(machine.storeUri);
+  } catch (error) {
+    add("offload/check-failed", "unknown", `not checked: ${(error as Error).message}`);
+    set("ssh", "unknown", "bad host");
+    return finish();
+  }
   const plan = await planSsh(ctx, machine, index);
   const target = new SshTarget(plan.spec, {
     deadline: ctx.deadline,
@@ -1764,23 +1773,27 @@ export async function verifyMachines(
       keyChecks: new Map(),
     };
     await pickOtherUser(ctx);
-    if (options.flake !== undefined) {
-      const listing = await listFlake(
-        controller,
-        options.flake,
-        resolved.machines,
-        read.facts,
-        findings,
-        options.flakeRequired ?? true,
-      );
-      if (listing) result.flake = listing;
-    }
+    // The flake is listed while the machines are checked: a slow evaluation must not eat the
+    // machines' time (they would all be reported as ssh time-outs). Its findings still come first.
+    const flakeFindings: Finding[] = [];
+    const flakeListing = options.flake === undefined ? Promise.resolve(undefined) : listFlake(
+      controller,
+      options.flake,
+      resolved.machines,
+      read.facts,
+      flakeFindings,
+      options.flakeRequired ?? true,
+    );
+    flakeListing.catch(() => {});
     try {
       const checked = await mapLimit(
         machines,
         options.jobs ?? 8,
         (m, i) => checkMachine(ctx, m, i),
       );
+      const listing = await flakeListing;
+      if (listing) result.flake = listing;
+      findings.push(...flakeFindings);
       for (const { row, findings: f } of checked) {
         result.rows.push(row);
         findings.push(...f);

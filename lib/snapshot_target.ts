@@ -190,7 +190,14 @@ export async function loadSnapshot(dir: string): Promise<SnapshotData> {
     z.record(z.string(), pathSchema),
   );
   const paths: Record<string, CapturedPath> = {};
-  for (const [path, value] of Object.entries(rawPaths)) paths[checkSnapshotPath(path)] = value;
+  for (const [path, value] of Object.entries(rawPaths)) {
+    try {
+      paths[checkSnapshotPath(path)] = value;
+    } catch (error) {
+      // "Path '../x' is not absolute" becomes "key '../x' is not absolute", in paths.json.
+      throw new ParseError(`${dir}/paths.json`, (error as Error).message.replace(/^Path /, "key "));
+    }
+  }
   const files: Record<string, string> = {};
   try {
     await walkFiles(`${dir}/files`, "", files);

@@ -225,7 +225,10 @@ export class SshTarget implements Target {
   }
 
   async #script(script: string, path: string): Promise<RunResult | null> {
-    const result = await this.run(["sh", "-c", script, "sh", path]);
+    // /bin/sh and a PATH with the basics: a session PATH without /bin (a builder whose sshd sets
+    // PATH) must not make every file unreadable.
+    const withPath = `PATH="$PATH:/usr/bin:/bin"; ${script}`;
+    const result = await this.run(["/bin/sh", "-c", withPath, "sh", path]);
     if (result.code === ABSENT && !result.failure) return null;
     if (result.code !== 0 || result.failure) {
       const reason = result.failure === "unreachable"

@@ -17,6 +17,7 @@ import { renderJson } from "../lib/findings.ts";
 import { healthCheck } from "../lib/health.ts";
 import { settingList } from "../lib/nix_config.ts";
 import { RecordingTarget, writeSnapshot } from "../lib/recording_target.ts";
+import { describeFailure } from "../lib/target.ts";
 
 if (import.meta.main) {
   await runMain("collect", async () => {
@@ -55,6 +56,12 @@ if (import.meta.main) {
         "nix-command",
         "show-config",
       ]);
+      // A host that never answered leaves nothing worth a bundle: say so instead (UNKNOWN).
+      if (config.failure === "unreachable" || config.failure === "timeout") {
+        throw new Error(
+          `${target.host}: ${describeFailure(["nix", "show-config"], config)}; no bundle written`,
+        );
+      }
       const secrets = /^secret-key-files = (.*)$/m.exec(config.stdout)?.[1];
       if (secrets) target.addSecretFiles(settingList({ value: secrets }));
       const data = target.snapshot();

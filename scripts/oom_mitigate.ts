@@ -77,7 +77,7 @@ async function readInput(flag: string, path: string): Promise<{ name: string; te
   try {
     // /dev/zero would fill memory (a FIFO, as from <(dmesg), is fine: the deadline bounds it).
     const info = await Deno.stat(path);
-    if (info.isCharDevice || info.isBlockDevice || info.isSocket) {
+    if ((info.isCharDevice || info.isBlockDevice || info.isSocket) && path !== "/dev/null") {
       throw new Error("not a regular file (a device or socket)");
     }
     return { name: path, text: await Deno.readTextFile(path) };
@@ -222,7 +222,9 @@ if (import.meta.main) {
             status: "unknown",
             summary:
               `${opts.apply ? "--apply" : "--revert"} changes swap and /etc/nix: run it as root` +
-              (target.kind === "ssh" ? ` (ssh as root@${target.host})` : " (sudo)"),
+              (target instanceof SshTarget
+                ? ` (ssh as root@${target.parsed.hostname})`
+                : " (sudo)"),
           }]);
         }
         const ops = fileOpsFor(target);

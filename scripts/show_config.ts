@@ -25,6 +25,7 @@ import {
   runMain,
 } from "../lib/cli.ts";
 import { makeReport } from "../lib/findings.ts";
+import { parseSshHost } from "../lib/host.ts";
 import { checkConfig, type ConfigRole, renderConfigText } from "../lib/show_config.ts";
 
 function parseRole(value: string): ConfigRole {
@@ -63,6 +64,8 @@ if (import.meta.main) {
       .option("--no-follow", "do not reach the ssh builders of the machines list");
     program.parse(Deno.args, { from: "user" });
     const opts = program.opts();
+    // A host that ssh could read as an option is refused before anything runs.
+    for (const host of opts.builderHost) parseSshHost(host);
     armDeadline("show_config", opts.timeout);
     const target = await openTarget(opts);
     try {

@@ -34,6 +34,16 @@ function parseNumber(value: string): number {
   return n;
 }
 
+/** A flake reference or installable, never something Nix would read as one of its options. */
+function parseRef(value: string): string {
+  if (value.startsWith("-")) {
+    throw new InvalidArgumentError(
+      `'${value}' starts with '-', which Nix would read as an option.`,
+    );
+  }
+  return value;
+}
+
 function parseJobs(value: string): number {
   if (!/^\d+$/.test(value.trim()) || Number(value) < 1) {
     throw new InvalidArgumentError(`'${value}' is not a whole number of at least 1.`);
@@ -80,12 +90,14 @@ if (import.meta.main) {
       .option(
         "--flake <ref>",
         "list this flake's nixosConfigurations (default: ./flake.nix if any)",
+        parseRef,
       )
       .option("--min-free <GiB>", "warn below this much free space on /nix", parseNumber, 5)
       .option("--max-load <per-core>", "warn above this 1-minute load per core", parseNumber, 2)
       .option(
         "--explain <drv-or-installable>",
         "say which builder would take this derivation, and why",
+        parseRef,
       );
     program.parse(Deno.args, { from: "user" });
     const opts = program.opts();

@@ -14,9 +14,7 @@
  * @module
  */
 
-import { CommanderError } from "@commander-js/extra-typings";
-import { killAllProcesses } from "../lib/_process.ts";
-import { armDeadline, collectValues, createCommand, parseSeconds } from "../lib/cli.ts";
+import { armDeadline, collectValues, createCommand, parseSeconds, runMain } from "../lib/cli.ts";
 import { UsageError } from "../lib/errors.ts";
 import { exitCodeFor, shouldColor } from "../lib/findings.ts";
 import { parseSshHost } from "../lib/host.ts";
@@ -24,7 +22,6 @@ import { LocalTarget } from "../lib/local_target.ts";
 import { type Machine, resolveBuilders } from "../lib/machines.ts";
 import { readEffectiveConfig } from "../lib/nix_config.ts";
 import { SshTarget } from "../lib/ssh_target.ts";
-import { TargetError } from "../lib/target.ts";
 import { DEFAULT_THRESHOLDS } from "../lib/watch_alerts.ts";
 import { machineLabel } from "../lib/watch_build.ts";
 import { runWatch, type WatchOutput, type WatchTargetSpec } from "../lib/watch_run.ts";
@@ -210,22 +207,6 @@ async function main(): Promise<number> {
     }
   })();
   const output: WatchOutput = opts.json ? "json" : tty && !opts.plain ? "tty" : "plain";
-  const controller = new AbortController();
-  let signals = 0;
-  const onSignal = () => {
-    signals++;
-    if (signals === 1) {
-      controller.abort();
-      return;
-    }
-    // A second Ctrl-C: do not wait any longer.
-    killAllProcesses();
-    Deno.stdout.writeSync(new TextEncoder().encode("\x1b[?25h\x1b[?1049l"));
-    Deno.exit(3);
-  };
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-    Deno.addSignalListener(signal, onSignal);
-  }
   const result = await runWatch({
     builders,
     intervalS: opts.interval,
@@ -244,39 +225,25 @@ async function main(): Promise<number> {
     verbose: opts.verbose === true,
     ...(command.length > 0 ? { build: command } : {}),
     buildersConfigured,
-    signal: controller.signal,
+    signal: interrupted.signal,
   });
   return exitCodeFor(result.status);
 }
 
-function writeError(text: string): void {
-  try {
-    Deno.stderr.writeSync(new TextEncoder().encode(text + "\n"));
-  } catch {
-    // stderr closed
+// Ctrl-C is how a watch normally ends: the first one closes every connection and prints the
+// verdict; a second one ends the run at once (runMain's default), restoring the terminal first.
+const interrupted = new AbortController();
+function onInterrupt(): boolean {
+  if (!interrupted.signal.aborted) {
+    interrupted.abort();
+    return true;
   }
+  try {
+    Deno.stdout.writeSync(new TextEncoder().encode("\x1b[?25h\x1b[?1049l"));
+  } catch {
+    // stdout closed
+  }
+  return false;
 }
 
-if (import.meta.main) {
-  // Not runMain: Ctrl-C is how a watch normally ends, so it must close every connection and
-  // print the verdict rather than exit at once. Errors follow runMain's contract.
-  let code: number;
-  try {
-    code = await main();
-  } catch (error) {
-    code = 3;
-    if (error instanceof CommanderError) {
-      code = error.exitCode === 0 ? 0 : 3;
-    } else if (
-      error instanceof UsageError || error instanceof TargetError || error instanceof RangeError ||
-      (error instanceof Error && error.name === "ParseError")
-    ) {
-      writeError(`${TOOL}: ${error.message}`);
-    } else {
-      writeError(`${TOOL}: UNKNOWN: ${error instanceof Error ? error.message : String(error)}`);
-    }
-    if (Deno.env.get("NBR_DEBUG") && error instanceof Error) writeError(error.stack ?? "");
-  }
-  killAllProcesses();
-  Deno.exit(code);
-}
+if (import.meta.main) await runMain(TOOL, main, { onInterrupt });
