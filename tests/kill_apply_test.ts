@@ -1,10 +1,10 @@
 /**
  * SIGINT and SIGTERM at random points of every `--apply`: check_binfmt's registration (on real
  * binfmt_misc, in a private user namespace with its own instance, kernel 6.7+) and oom_mitigate's
- * nix.conf edit (`--mitigate serialize --persist`, in a private NIX_CONF_DIR). 24 kills each, half
- * SIGINT and half SIGTERM, a quarter of them during start-up and the rest spread over the apply
- * itself. After each kill the machine holds the old state or the new one, never a mix; the next
- * `--revert` (or `--apply`) finishes or undoes what the killed run started.
+ * nix.conf edit (`--mitigate serialize --persist`, in a private NIX_CONF_DIR). 24 kills each that
+ * reach a live run, half SIGINT and half SIGTERM, a quarter of them during start-up and the rest
+ * spread over the apply itself. After each kill the machine holds the old state or the new one,
+ * never a mix; the next `--revert` (or `--apply`) finishes or undoes what the killed run started.
  *
  * oom_mitigate's zram swap under SIGKILL and SIGTERM is covered by tests/oom_mitigate_test.ts; both
  * signals handled here go through the same handler in `runMain` as its SIGTERM.
@@ -48,15 +48,15 @@ async function killSomewhere(
   i: number,
   stateDir: string,
   work: { startupMs: number; applyMs: number },
+  signal: Deno.Signal,
 ): Promise<{ signal: Deno.Signal; phase: string; code: number }> {
-  const signal: Deno.Signal = i % 2 === 0 ? "SIGINT" : "SIGTERM";
   let phase: string;
   if (i % 4 === 3) {
     await sleep(Math.random() * work.startupMs);
     phase = "start-up";
   } else {
     await holdsLock(stateDir, child.pid);
-    await sleep(Math.random() * work.applyMs * 1.1);
+    await sleep(Math.random() * work.applyMs);
     phase = "apply";
   }
   try {
@@ -160,9 +160,15 @@ Deno.test({
       assert.equal((await script(...revertArgs).output()).code, 0);
       assert.deepEqual(await state(), old);
 
-      for (let i = 0; i < KILLS; i++) {
+      // Until KILLS runs were killed alive (half by each signal); a kill that arrives after the
+      // run ended (exit 0) does not count.
+      const landed = { SIGINT: 0, SIGTERM: 0 };
+      for (let i = 0; landed.SIGINT + landed.SIGTERM < KILLS; i++) {
+        assert.ok(i < KILLS * 4, `only ${JSON.stringify(landed)} of ${i} kills landed`);
+        const signal = landed.SIGINT <= landed.SIGTERM ? "SIGINT" : "SIGTERM";
         const child = script(...applyArgs).spawn();
-        const killed = await killSomewhere(child, i, stateDir, work);
+        const killed = await killSomewhere(child, i, stateDir, work, signal);
+        if (killed.code !== 0) landed[signal]++;
         const now = await state();
         const which = now.entry === "" ? "old" : now.entry === fresh.entry ? "new" : "mixed";
         assert.notEqual(which, "mixed", `kill ${i} (${killed.signal}): entry is ${now.entry}`);
@@ -256,9 +262,13 @@ Deno.test({
       assert.equal((await command(...revertArgs).output()).code, 0);
       assert.equal(await sha(), oldSha);
 
-      for (let i = 0; i < KILLS; i++) {
+      const landed = { SIGINT: 0, SIGTERM: 0 };
+      for (let i = 0; landed.SIGINT + landed.SIGTERM < KILLS; i++) {
+        assert.ok(i < KILLS * 4, `only ${JSON.stringify(landed)} of ${i} kills landed`);
+        const signal = landed.SIGINT <= landed.SIGTERM ? "SIGINT" : "SIGTERM";
         const child = command(...applyArgs).spawn();
-        const killed = await killSomewhere(child, i, stateDir, work);
+        const killed = await killSomewhere(child, i, stateDir, work, signal);
+        if (killed.code !== 0) landed[signal]++;
         const now = await sha();
         const which = now === oldSha ? "old" : now === newSha ? "new" : "mixed";
         assert.notEqual(
