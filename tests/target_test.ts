@@ -3,9 +3,21 @@ import { LocalTarget } from "../lib/local_target.ts";
 import { SshTarget } from "../lib/ssh_target.ts";
 import { parseSshHost } from "../lib/host.ts";
 import { shellJoin } from "../lib/shell_quote.ts";
-import { startSshd } from "./lab/sshd.ts";
+import { type Sshd, startSshd } from "./lab/sshd.ts";
 
 import { labTest } from "./lab/lab.ts";
+
+/** ssh arguments that reach a test sshd and nothing else (no user config, its own known_hosts). */
+function sshArgsFor(sshd: Sshd): string[] {
+  return [
+    "-F",
+    "/dev/null",
+    "-i",
+    sshd.identityFile,
+    "-o",
+    `UserKnownHostsFile=${sshd.knownHostsFile}`,
+  ];
+}
 
 /** Arguments that break naive quoting. */
 const NASTY = [
@@ -120,14 +132,7 @@ labTest("SshTarget delivers every nasty argument byte-identical through a real s
   await using sshd = await startSshd();
   const target = new SshTarget(`root@127.0.0.1:${sshd.port}`, {
     timeoutMs: 15_000,
-    sshArgs: [
-      "-F",
-      "/dev/null",
-      "-i",
-      sshd.identityFile,
-      "-o",
-      `UserKnownHostsFile=${sshd.knownHostsFile}`,
-    ],
+    sshArgs: sshArgsFor(sshd),
   });
   try {
     const result = await target.run(["printf", "%s\\0", ...NASTY]);
@@ -154,14 +159,7 @@ labTest("SshTarget delivers every nasty argument byte-identical through a real s
 labTest("SshTarget reuses one connection for many commands", async () => {
   await using sshd = await startSshd();
   const target = new SshTarget(`root@127.0.0.1:${sshd.port}`, {
-    sshArgs: [
-      "-F",
-      "/dev/null",
-      "-i",
-      sshd.identityFile,
-      "-o",
-      `UserKnownHostsFile=${sshd.knownHostsFile}`,
-    ],
+    sshArgs: sshArgsFor(sshd),
   });
   try {
     const pids = new Set<string>();
@@ -199,14 +197,7 @@ labTest("SshTarget ends a hung host within its time-out", async () => {
   try {
     const target = new SshTarget(`root@127.0.0.1:${sshd.port}`, {
       timeoutMs: 2000,
-      sshArgs: [
-        "-F",
-        "/dev/null",
-        "-i",
-        sshd.identityFile,
-        "-o",
-        `UserKnownHostsFile=${sshd.knownHostsFile}`,
-      ],
+      sshArgs: sshArgsFor(sshd),
     });
     const started = Date.now();
     const result = await target.run(["true"]);
@@ -221,14 +212,7 @@ labTest("SshTarget ends a hung host within its time-out", async () => {
 labTest("SshTarget kills the remote process on time-out", async () => {
   await using sshd = await startSshd();
   const target = new SshTarget(`root@127.0.0.1:${sshd.port}`, {
-    sshArgs: [
-      "-F",
-      "/dev/null",
-      "-i",
-      sshd.identityFile,
-      "-o",
-      `UserKnownHostsFile=${sshd.knownHostsFile}`,
-    ],
+    sshArgs: sshArgsFor(sshd),
   });
   try {
     const result = await target.run(["sleep", "7391"], { timeoutMs: 1000 });
