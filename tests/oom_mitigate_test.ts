@@ -831,6 +831,10 @@ zramTest(
         new RegExp(`^/dev/${device}\\s`, "m"),
         "still on",
       );
+      // The hog lives in a memory-limited cgroup: swapoff cannot pull its pages back into it
+      // (ENOMEM), so end it first; --force is about our headroom check, not the kernel's.
+      await hog.stop();
+      hog = undefined;
       const forced = await store.withLock(() =>
         revertMitigations(target, store, { swapoffHeadroom: 0, force: true })
       );
