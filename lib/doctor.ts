@@ -264,30 +264,12 @@ export async function runDoctor(
       builder = open(machine);
     } catch (error) {
       // A host ssh could read as an option is refused (UsageError): report it, check the rest.
-      return {
-        step: `health ${machine.storeUri}`,
-        page: "runbook/health_check.md",
-        findings: [{
-          id: "health/unreachable",
-          status: "unknown" as const,
-          summary: `${machine.storeUri}: health not checked: ${(error as Error).message}`,
-          fix: "See the offload findings for this builder (runbook/verify_offload.md)",
-        }],
-      };
+      return notChecked(machine, (error as Error).message);
     }
     try {
       const reach = await builder.run(["true"]);
       if (reach.failure || reach.code !== 0) {
-        return {
-          step: `health ${machine.storeUri}`,
-          page: "runbook/health_check.md",
-          findings: [{
-            id: "health/unreachable",
-            status: "unknown" as const,
-            summary: `${machine.storeUri}: health not checked: ${describeFailure(["ssh"], reach)}`,
-            fix: "See the offload findings for this builder (runbook/verify_offload.md)",
-          }],
-        };
+        return notChecked(machine, describeFailure(["ssh"], reach));
       }
       const result = await healthCheck(builder, { deadline });
       return {
@@ -312,6 +294,20 @@ export async function runDoctor(
   steps.push({ step: "offload", page: "runbook/verify_offload.md", findings: offload.findings });
   steps.push(...await health);
   return { role, steps };
+}
+
+/** The health step of a builder that could not be reached: the offload findings say why. */
+function notChecked(machine: Machine, why: string): DoctorStep {
+  return {
+    step: `health ${machine.storeUri}`,
+    page: "runbook/health_check.md",
+    findings: [{
+      id: "health/unreachable",
+      status: "unknown",
+      summary: `${machine.storeUri}: health not checked: ${why}`,
+      fix: "See the offload findings for this builder (runbook/verify_offload.md)",
+    }],
+  };
 }
 
 function roleFinding(
