@@ -63,7 +63,8 @@ export async function withGlobalLock<T>(
   const started = Date.now();
   try {
     await withDeadline(previous, timeoutMs, name);
-    const holder = await acquire(name, Math.max(1, timeoutMs - (Date.now() - started)));
+    // The message names the caller's time-out, not what was left of it after the queue.
+    const holder = await acquire(name, Math.max(1, timeoutMs - (Date.now() - started)), timeoutMs);
     try {
       return await held.run(new Set([...mine, name]), fn);
     } finally {
@@ -99,7 +100,7 @@ interface Holder {
   release(): Promise<void>;
 }
 
-async function acquire(name: string, timeoutMs: number): Promise<Holder> {
+async function acquire(name: string, timeoutMs: number, reportedMs: number): Promise<Holder> {
   await Deno.mkdir(LOCK_DIR, { recursive: true, mode: 0o1777 });
   const seconds = Math.max(1, Math.ceil(timeoutMs / 1000));
   // flock takes the lock, then runs a shell that says so and waits for stdin to close.
@@ -124,7 +125,7 @@ async function acquire(name: string, timeoutMs: number): Promise<Holder> {
     const status = await child.status;
     const err = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer()).trim();
     const why = status.code === 1 && err === ""
-      ? `still held after ${timeoutMs} ms`
+      ? `still held after ${reportedMs} ms`
       : err || `flock exited with ${status.code}`;
     throw new LabError(`Cannot take lock '${name}': ${why}`);
   }
