@@ -102,7 +102,10 @@ export function setNixConfSettings(
       const comment = hash >= 0 ? raw.slice(hash) : "";
       const match = /^(\s*\S+\s*=[ \t]*)(.*?)([ \t\r]*)$/.exec(code);
       if (!match) throw new ParseError(path, `cannot edit '${raw}'`, { line: last.line });
-      lines[last.line - 1] = `${match[1]}${value}${match[3]}${comment}`;
+      // Nix splits a line on whitespace and wants '=' alone: 'max-jobs =' (empty) must not become
+      // 'max-jobs =1', which Nix rejects as an illegal configuration line.
+      const head = /[ \t]$/.test(match[1]!) ? match[1] : `${match[1]} `;
+      lines[last.line - 1] = `${head}${value}${match[3]}${comment}`;
       changes.push({ name, value, action: "replaced", line: last.line, previous: last.value });
       continue;
     }

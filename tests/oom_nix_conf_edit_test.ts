@@ -29,6 +29,13 @@ Deno.test("setNixConfSettings() appends after an include that could override the
   assert.deepEqual(edit.changes.map((c) => [c.action, c.line]), [["appended", 4], ["appended", 5]]);
 });
 
+Deno.test("setNixConfSettings() gives an empty value room: 'max-jobs =' becomes 'max-jobs = 1'", () => {
+  // Found by the nix_conf fuzz test: 'max-jobs =1' is an illegal configuration line for Nix
+  // (checked with nix 2.8: "error: illegal configuration line 'max-jobs =1'").
+  const edit = setNixConfSettings("max-jobs =\ncores =# none yet\n", S);
+  assert.equal(edit.text, "max-jobs = 1\ncores = 2# none yet\n");
+});
+
 Deno.test("setNixConfSettings() adds the missing final newline before appending", () => {
   const edit = setNixConfSettings("substituters = https://cache.nixos.org", { cores: "2" });
   assert.equal(edit.text, "substituters = https://cache.nixos.org\ncores = 2\n");
