@@ -9,7 +9,7 @@
  * The count of injections tried is printed (`injection: N tried, 0 canaries`) for the README table.
  */
 
-import fc from "fast-check";
+import fc from "./_fast_check.ts";
 import assert from "node:assert/strict";
 import { quoteForMessage } from "../lib/errors.ts";
 import { SshTarget } from "../lib/ssh_target.ts";

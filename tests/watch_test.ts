@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "./_fast_check.ts";
 import { ParseError } from "../lib/errors.ts";
 import type { Sample } from "../lib/watch.ts";
 import {

@@ -5,7 +5,7 @@
  * back as the rule it was printed from; an entry file as the kernel prints it reads back too.
  */
 
-import fc from "fast-check";
+import fc from "../_fast_check.ts";
 import assert from "node:assert/strict";
 import { parseBinfmtDump, parseInterpreterDump, parseSourcesDump } from "../../lib/binfmt.ts";
 import {

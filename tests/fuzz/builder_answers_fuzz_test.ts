@@ -6,7 +6,7 @@
  * (`lib/cli.ts`). A compromised or broken builder gives values or typed errors, never a crash.
  */
 
-import fc from "fast-check";
+import fc from "../_fast_check.ts";
 import assert from "node:assert/strict";
 import { InvalidArgumentError } from "@commander-js/extra-typings";
 import { parseRemoteBuildLines } from "../../lib/canary.ts";

@@ -5,7 +5,7 @@
  * for byte through a real `sh`, also wrapped in the ssh target's remote watchdog.
  */
 
-import fc from "fast-check";
+import fc from "../_fast_check.ts";
 import assert from "node:assert/strict";
 import { UsageError } from "../../lib/errors.ts";
 import { parseSshHost } from "../../lib/host.ts";

@@ -4,7 +4,7 @@
  * ids exact); any sequence of valid events keeps the build tracker consistent.
  */
 
-import fc from "fast-check";
+import fc from "../_fast_check.ts";
 import assert from "node:assert/strict";
 import { BuildTracker, type NixLogEvent, parseInternalJsonLine } from "../../lib/internal_json.ts";
 import { parsedOrTypedError, RUNS, textOf } from "./_fuzz.ts";

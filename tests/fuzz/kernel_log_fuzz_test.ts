@@ -4,7 +4,7 @@
  * printed in each kernel format reads back with its pid, process, uid and sizes.
  */
 
-import fc from "fast-check";
+import fc from "../_fast_check.ts";
 import assert from "node:assert/strict";
 import { attributeToNix, parseOomLog } from "../../lib/kernel_log.ts";
 import { lineCount, linesOf, RUNS } from "./_fuzz.ts";

@@ -4,7 +4,7 @@
  * that exist; printed machines lines read back field for field; `@file` graphs of any shape end.
  */
 
-import fc from "fast-check";
+import fc from "../_fast_check.ts";
 import assert from "node:assert/strict";
 import { parseMachines, resolveBuilders } from "../../lib/machines.ts";
 import { lineCount, linesOf, RUNS } from "./_fuzz.ts";

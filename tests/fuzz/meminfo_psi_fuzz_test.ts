@@ -3,7 +3,7 @@
  * any text gives figures or a `ParseError` naming the file and a line; printed files read back.
  */
 
-import fc from "fast-check";
+import fc from "../_fast_check.ts";
 import assert from "node:assert/strict";
 import { parseMeminfo, parseSize } from "../../lib/meminfo.ts";
 import { parsePressure, type PressureLine } from "../../lib/psi.ts";

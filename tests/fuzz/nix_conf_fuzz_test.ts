@@ -5,7 +5,7 @@
  * missing files) end with a result.
  */
 
-import fc from "fast-check";
+import fc from "../_fast_check.ts";
 import assert from "node:assert/strict";
 import { loadNixConf, parseNixConf } from "../../lib/nix_conf.ts";
 import { setNixConfSettings } from "../../lib/nix_conf_edit.ts";

@@ -4,7 +4,7 @@
  * for the text form, the line); printed settings read back as printed.
  */
 
-import fc from "fast-check";
+import fc from "../_fast_check.ts";
 import assert from "node:assert/strict";
 import {
   parseConfigShowJson,

@@ -5,7 +5,7 @@
  * value or a `ParseError` naming the file (and where it is line-based, the line).
  */
 
-import fc from "fast-check";
+import fc from "../_fast_check.ts";
 import assert from "node:assert/strict";
 import { parseChangeRecord } from "../../lib/atomic_file.ts";
 import { parseDuration, parseSpaceThreshold } from "../../lib/health.ts";

@@ -5,7 +5,7 @@
  * store paths on lines that exist, never an exception.
  */
 
-import fc from "fast-check";
+import fc from "../_fast_check.ts";
 import assert from "node:assert/strict";
 import { findStorePaths, parseBuildOutput } from "../../lib/build_output.ts";
 import { UsageError } from "../../lib/errors.ts";
