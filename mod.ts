@@ -51,6 +51,7 @@ export * from "./lib/local_target.ts";
 export * from "./lib/ssh_target.ts";
 export * from "./lib/snapshot_target.ts";
 export * from "./lib/recording_target.ts";
+export * from "./lib/caching_target.ts";
 export * from "./lib/host.ts";
 export * from "./lib/shell_quote.ts";
 export * from "./lib/nix_config.ts";

@@ -4,12 +4,12 @@
  * @module
  */
 
+import { cachingTarget } from "./caching_target.ts";
 import { type Finding, makeReport, type Report, worstStatus } from "./findings.ts";
 import { healthCheck } from "./health.ts";
 import type { Machine } from "./machines.ts";
 import { verifyMachines } from "./offload.ts";
 import { checkConfig } from "./show_config.ts";
-import { SshTarget } from "./ssh_target.ts";
 import { type EffectiveConfig, parseNixVersion, readEffectiveConfig } from "./nix_config.ts";
 import { describeFailure, type Target } from "./target.ts";
 
@@ -142,8 +142,6 @@ export interface DoctorOptions {
   deadline?: number;
   /** Extra ssh `-o` options for builder connections. */
   sshOptions?: readonly string[];
-  /** Opens a builder for its health check (default: an `SshTarget` as Nix would reach it). */
-  openBuilder?: (machine: Machine) => Target;
 }
 
 /** One runbook step doctor ran. */
@@ -162,40 +160,6 @@ export interface DoctorResult {
   role: Role;
   /** Each step run, with its findings and its runbook page. */
   steps: DoctorStep[];
-}
-
-/**
- * How the Nix daemon would reach a machine over ssh: its URI's user, host and port, the line's identity
- * file and `NIX_SSHOPTS`.
- *
- * @example
- * ```ts
- * import { builderTarget } from "./doctor.ts";
- * import { parseMachines } from "./machines.ts";
- * import assert from "node:assert/strict";
- *
- * const [machine] = parseMachines("ssh-ng://nix@builder1 x86_64-linux /root/.ssh/builder 4").machines;
- * const target = builderTarget(machine!, { deadline: Date.now() + 10_000 });
- * assert.equal(target.host, "nix@builder1");
- * await target.close();
- * ```
- */
-export function builderTarget(
-  machine: Machine,
-  options: { deadline?: number; sshOptions?: readonly string[] } = {},
-): Target {
-  const nixSshOpts = (Deno.env.get("NIX_SSHOPTS") ?? "").split(/\s+/).filter((s) => s !== "");
-  const user = machine.user ? `${machine.user}@` : "";
-  const port = machine.port === undefined ? "" : `:${machine.port}`;
-  const host = machine.host ?? machine.rawUri;
-  const spec = host.includes(":") && !host.startsWith("[")
-    ? `${user}[${host}]${port}`
-    : `${user}${host}${port}`;
-  return new SshTarget(spec, {
-    ...(options.deadline === undefined ? {} : { deadline: options.deadline }),
-    sshArgs: [...nixSshOpts, ...(machine.sshKey ? ["-i", machine.sshKey] : [])],
-    sshOptions: [...(options.sshOptions ?? [])],
-  });
 }
 
 function ssh(machine: Machine): boolean {
@@ -228,14 +192,17 @@ export async function runDoctor(
   options: DoctorOptions = {},
 ): Promise<DoctorResult> {
   const deadline = options.deadline ?? Date.now() + 120_000;
-  const basics = await checkNix(target);
+  // Every step asks for nix's version and settings: read once. verify_offload keeps the uncached
+  // target, because its canary builds must really run.
+  const cached = cachingTarget(target);
+  const basics = await checkNix(cached);
   if (basics.role === "unconfigured") {
     return {
       role: "unconfigured",
       steps: [{ step: "nix", page: SETUP_PAGE, findings: basics.findings }],
     };
   }
-  const config = await checkConfig(target, { followMachines: false, deadline });
+  const config = await checkConfig(cached, { followMachines: false, deadline });
   const role: Role = config.data.role.value;
   const steps: DoctorStep[] = [{
     step: "config",
@@ -247,53 +214,60 @@ export async function runDoctor(
     ],
   }];
   if (role === "builder") {
-    const health = await healthCheck(target, { deadline });
+    const health = await healthCheck(cached, { deadline });
     steps.push({ step: "health", page: "runbook/health_check.md", findings: health.findings });
     return { role, steps };
   }
   if (!options.reachBuilders) return { role, steps };
-  // Builders' health checks run while verify_offload works, so doctor costs about its slowest builder.
+  // Each builder's health check runs on verify_offload's own ssh connection, beside its checks:
+  // one handshake per builder, reached as the daemon reaches it, and doctor costs about its
+  // slowest builder.
   const machines = config.data.builders.machines.map((m) => m.machine).filter(ssh);
-  const seen = new Set<string>();
-  const unique = machines.filter((m) => !seen.has(m.storeUri) && seen.add(m.storeUri));
-  const open = options.openBuilder ??
-    ((m: Machine) => builderTarget(m, { deadline, sshOptions: options.sshOptions ?? [] }));
-  const health = Promise.all(unique.map(async (machine) => {
-    let builder: Target;
-    try {
-      builder = open(machine);
-    } catch (error) {
-      // A host ssh could read as an option is refused (UsageError): report it, check the rest.
-      return notChecked(machine, (error as Error).message);
-    }
-    try {
-      const reach = await builder.run(["true"]);
-      if (reach.failure || reach.code !== 0) {
-        return notChecked(machine, describeFailure(["ssh"], reach));
-      }
-      const result = await healthCheck(builder, { deadline });
-      return {
-        step: `health ${machine.storeUri}`,
-        page: "runbook/health_check.md",
-        findings: result.findings.map((f) => ({
-          ...f,
-          summary: `${machine.storeUri}: ${f.summary}`,
-        })),
-      };
-    } finally {
-      await builder.close();
-    }
-  }));
-  // Awaited below: until then a failure must not count as an unhandled rejection (a crash).
-  health.catch(() => {});
+  const health = new Map<string, Promise<DoctorStep>>();
   const offload = await verifyMachines(target, {
     deadline,
     canary: options.canary ?? true,
     sshOptions: options.sshOptions ?? [],
+    alongside: (machine, builder) => {
+      // Two lines for one store URI (one per system) share one health check.
+      if (health.has(machine.storeUri)) return Promise.resolve();
+      const step = builderHealth(machine, builder, deadline);
+      health.set(machine.storeUri, step);
+      return step.then(() => {});
+    },
   });
   steps.push({ step: "offload", page: "runbook/verify_offload.md", findings: offload.findings });
-  steps.push(...await health);
+  const seen = new Set<string>();
+  for (const machine of machines) {
+    if (seen.has(machine.storeUri)) continue;
+    seen.add(machine.storeUri);
+    steps.push(
+      await health.get(machine.storeUri) ??
+        notChecked(machine, "ssh did not reach it as the nix-daemon would"),
+    );
+  }
   return { role, steps };
+}
+
+/** A builder's health check, its findings named after the builder. */
+async function builderHealth(
+  machine: Machine,
+  builder: Target,
+  deadline: number,
+): Promise<DoctorStep> {
+  try {
+    const result = await healthCheck(builder, { deadline });
+    return {
+      step: `health ${machine.storeUri}`,
+      page: "runbook/health_check.md",
+      findings: result.findings.map((f) => ({
+        ...f,
+        summary: `${machine.storeUri}: ${f.summary}`,
+      })),
+    };
+  } catch (error) {
+    return notChecked(machine, (error as Error).message);
+  }
 }
 
 /** The health step of a builder that could not be reached: the offload findings say why. */

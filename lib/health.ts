@@ -38,16 +38,8 @@ import type { MetricFamily, MetricType } from "./prometheus.ts";
 import { readPressure } from "./psi.ts";
 import { LocalTarget } from "./local_target.ts";
 import { SshTarget } from "./ssh_target.ts";
-import {
-  describeFailure,
-  type DirEntry,
-  type FileInfo,
-  type RunOptions,
-  type RunResult,
-  type StreamedRun,
-  type Target,
-  TargetError,
-} from "./target.ts";
+import { cachingTarget, type PrefetchItem } from "./caching_target.ts";
+import { describeFailure, type RunResult, type Target } from "./target.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Thresholds
@@ -320,200 +312,6 @@ function dfArgv(path: string): string[] {
 
 function userArgv(user: string): string[] {
   return ["sh", "-c", 'id -u -- "$1" && id -Gn -- "$1"', "sh", user];
-}
-
-// ---------------------------------------------------------------------------------------------
-// Batching reads over ssh
-
-type PrefetchItem =
-  | { file: string }
-  | { dir: string }
-  | { stat: string }
-  | { argv: readonly string[] };
-
-// Runs every item at once in the background (outputs to a temporary directory), waits, then
-// prints them in order between boundary lines: `B i o`, stdout, `B i e CODE`, stderr.
-const BATCH_SCRIPT = [
-  "B=$1; shift; t=$(mktemp -d 2>/dev/null || mktemp -d -t nbr) || exit 70; trap 'rm -rf \"$t\"' EXIT",
-  "i=0",
-  'while [ "$#" -ge 2 ]; do',
-  "  k=$1; a=$2; shift 2",
-  "  (",
-  "    r=0",
-  "    case $k in",
-  '      f) if [ -e "$a" ]; then cat -- "$a" || r=$?; else r=44; fi ;;',
-  '      d) if [ -e "$a" ]; then (cd -- "$a" && exec ls -1A) || r=$?; else r=44; fi ;;',
-  '      s) if [ -e "$a" ]; then if [ -L "$a" ]; then l=1; else l=0; fi; ' +
-  "s=$(stat -L -c '%F|%s|%Y|%a|%u' -- \"$a\" 2>/dev/null || stat -L -f '%HT|%z|%m|%Lp|%u' -- \"$a\") " +
-  '&& echo "$l|$s" || r=2; else r=44; fi ;;',
-  '      c) (eval "$a") </dev/null || r=$? ;;',
-  "    esac",
-  '    echo "$r" >"$t/$i.r"',
-  '  ) >"$t/$i.o" 2>"$t/$i.e" </dev/null &',
-  "  i=$((i+1))",
-  "done",
-  "wait",
-  "j=0",
-  'while [ "$j" -lt "$i" ]; do',
-  '  printf "%s %s o\\n" "$B" "$j"; cat "$t/$j.o"',
-  '  printf "\\n%s %s e %s\\n" "$B" "$j" "$(cat "$t/$j.r" 2>/dev/null || echo 70)"; cat "$t/$j.e"; printf "\\n"',
-  "  j=$((j+1))",
-  "done",
-  'printf "%s end\\n" "$B"',
-].join("\n");
-
-function shellQuote(arg: string): string {
-  return /^[A-Za-z0-9_\/.,:=@%+^-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`;
-}
-
-function key(argv: readonly string[]): string {
-  return JSON.stringify(argv);
-}
-
-/**
- * The target every check reads through: identical reads and commands within one run share one
- * answer (several checks need the Nix settings, `/proc/meminfo`...), and over ssh the cheap reads
- * come from one batched remote command ({@link CachingTarget.prefetch}). What was not prefetched
- * goes to the wrapped target; if the batch fails, everything does.
- */
-class CachingTarget implements Target {
-  readonly kind: Target["kind"];
-  readonly host: string;
-  readonly inner: Target;
-  #files = new Map<string, Promise<string | null>>();
-  #dirs = new Map<string, Promise<DirEntry[] | null>>();
-  #stats = new Map<string, Promise<FileInfo | null>>();
-  #commands = new Map<string, Promise<RunResult>>();
-
-  constructor(inner: Target) {
-    this.inner = inner;
-    this.kind = inner.kind;
-    this.host = inner.host;
-  }
-
-  /** Runs the batch; returns its result (a failure says the host is unreachable, timed out...). */
-  async prefetch(items: readonly PrefetchItem[], timeoutMs: number): Promise<RunResult> {
-    const boundary = `NBR-${crypto.randomUUID()}`;
-    const args: string[] = [];
-    for (const item of items) {
-      if ("file" in item) args.push("f", item.file);
-      else if ("dir" in item) args.push("d", item.dir);
-      else if ("stat" in item) args.push("s", item.stat);
-      else args.push("c", item.argv.map(shellQuote).join(" "));
-    }
-    const result = await this.inner.run(["sh", "-c", BATCH_SCRIPT, "sh", boundary, ...args], {
-      timeoutMs,
-    });
-    const end = `${boundary} end\n`;
-    if (result.failure || result.code !== 0 || !result.stdout.endsWith(end)) return result;
-    const marker = new RegExp(`(?:^|\\n)${boundary} (\\d+) ([oe])(?: (\\d+))?\\n`, "g");
-    const body = result.stdout.slice(0, -end.length);
-    const sections: { index: number; part: string; code: number; from: number; to: number }[] = [];
-    for (const m of body.matchAll(marker)) {
-      const last = sections.at(-1);
-      if (last) last.to = m.index;
-      sections.push({
-        index: Number(m[1]),
-        part: m[2]!,
-        code: Number(m[3] ?? 0),
-        from: m.index + m[0].length,
-        to: body.length,
-      });
-    }
-    const outputs = new Map<number, { stdout: string; stderr: string; code: number }>();
-    for (const s of sections) {
-      const text = body.slice(s.from, s.to);
-      const entry = outputs.get(s.index) ?? { stdout: "", stderr: "", code: 0 };
-      if (s.part === "o") entry.stdout = text;
-      else {
-        entry.code = s.code;
-        // The script adds one newline after stderr.
-        entry.stderr = text.endsWith("\n") ? text.slice(0, -1) : text;
-      }
-      outputs.set(s.index, entry);
-    }
-    items.forEach((item, i) => {
-      const out = outputs.get(i);
-      if (out === undefined) return;
-      const answer = <T>(subject: string, ok: () => T): Promise<T | null> => {
-        if (out.code === 44) return Promise.resolve(null);
-        if (out.code === 0) return Promise.resolve(ok());
-        const reason = out.stderr.trim().split("\n").at(-1) || `exit ${out.code}`;
-        const rejected = Promise.reject(new TargetError(this.host, subject, reason));
-        rejected.catch(() => {});
-        return rejected;
-      };
-      if ("file" in item) this.#files.set(item.file, answer(item.file, () => out.stdout));
-      else if ("dir" in item) {
-        this.#dirs.set(
-          item.dir,
-          answer(
-            item.dir,
-            () => out.stdout.split("\n").filter((n) => n !== "").sort().map((name) => ({ name })),
-          ),
-        );
-      } else if ("stat" in item) {
-        this.#stats.set(item.stat, answer(item.stat, () => parseStatLine(out.stdout)));
-      } else {
-        this.#commands.set(
-          key(item.argv),
-          Promise.resolve({ code: out.code, stdout: out.stdout, stderr: out.stderr }),
-        );
-      }
-    });
-    return result;
-  }
-
-  run(argv: readonly string[], options?: RunOptions): Promise<RunResult> {
-    if (options?.stdin !== undefined || options?.signal !== undefined) {
-      return this.inner.run(argv, options);
-    }
-    return this.#memo(this.#commands, key(argv), () => this.inner.run(argv, options))
-      .then((r) => ({ ...r }));
-  }
-
-  stream(argv: readonly string[], options?: RunOptions): StreamedRun {
-    return this.inner.stream(argv, options);
-  }
-
-  readFile(path: string): Promise<string | null> {
-    return this.#memo(this.#files, path, () => this.inner.readFile(path));
-  }
-
-  readDir(path: string): Promise<DirEntry[] | null> {
-    return this.#memo(this.#dirs, path, () => this.inner.readDir(path));
-  }
-
-  stat(path: string): Promise<FileInfo | null> {
-    return this.#memo(this.#stats, path, () => this.inner.stat(path));
-  }
-
-  #memo<T>(cache: Map<string, Promise<T>>, k: string, load: () => Promise<T>): Promise<T> {
-    let value = cache.get(k);
-    if (value === undefined) {
-      value = load();
-      value.catch(() => {});
-      cache.set(k, value);
-    }
-    return value;
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
-
-function parseStatLine(line: string): FileInfo {
-  const [link, type = "", size, mtime, mode, uid] = line.trim().split("|");
-  const lower = type.toLowerCase();
-  return {
-    type: lower.includes("regular") ? "file" : lower.includes("directory") ? "directory" : "other",
-    size: Number(size),
-    mtime: Number(mtime),
-    mode: parseInt(mode ?? "0", 8),
-    uid: Number(uid),
-    isSymlink: link === "1",
-  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1715,12 +1513,15 @@ export async function healthCheck(
 ): Promise<HealthResult> {
   const started = Date.now();
   const timings: Record<string, number> = {};
-  const wrapped = new CachingTarget(target);
+  // doctor hands over its own cache (the Nix settings it already read); the kind of target under
+  // it decides how to read.
+  const wrapped = cachingTarget(target);
+  const base = wrapped.inner;
   const ctx = new Context(wrapped, options);
-  ctx.local = target instanceof LocalTarget;
+  ctx.local = base instanceof LocalTarget;
   // A snapshot's "now" is when it was collected: windows and clock skew mean the same offline.
-  if (target.kind === "snapshot" && target.now) ctx.collectedAt = target.now();
-  if (target instanceof SshTarget) {
+  if (base.kind === "snapshot" && base.now) ctx.collectedAt = base.now();
+  if (base instanceof SshTarget) {
     const storeDir = options.storeDir ?? "/nix/store";
     const items: PrefetchItem[] = [
       { argv: CMD.date },

@@ -159,6 +159,12 @@ export interface VerifyMachinesOptions {
   flake?: string;
   /** Report a flake that cannot be listed (default true; false for a flake found on its own). */
   flakeRequired?: boolean;
+  /**
+   * Runs beside a machine's checks once ssh has reached it, over the same connection (doctor's
+   * health check: one ssh handshake per builder). Awaited before that connection closes; its
+   * errors are its own to report. Must not close `builder`.
+   */
+  alongside?: (machine: Machine, builder: Target) => Promise<void>;
 }
 
 /** What {@link verifyMachines} found. */
@@ -811,6 +817,7 @@ async function checkMachine(
     sshArgs: plan.args,
     sshOptions: ["IdentityAgent=none", ...(ctx.options.sshOptions ?? [])],
   });
+  let beside: Promise<void> | undefined;
   try {
     // Identity files: what Nix's ssh will offer, and whether the daemon can use each.
     progress("key");
@@ -856,6 +863,7 @@ async function checkMachine(
       return finish();
     }
     set("ssh", "ok", "ok");
+    beside = ctx.options.alongside?.(machine, target).catch(() => {});
     const start = reach.stdout.indexOf("@program\n");
     const noise = start > 0 ? reach.stdout.slice(0, start) : "";
 
@@ -1193,6 +1201,7 @@ async function checkMachine(
     add("offload/check-failed", "unknown", `checking stopped: ${(error as Error).message}`);
     return finish();
   } finally {
+    await beside;
     await target.close();
   }
 }
