@@ -383,6 +383,7 @@ export function planZram(evidence: OomEvidence, settings: ZramSettings): Finding
   const zram = "error" in evidence.zram ? null : evidence.zram;
   const memory = "totalBytes" in evidence.memory ? evidence.memory : null;
   if (zram !== null && (!zram.available || !zram.hotAdd)) return [unavailable(zram)];
+  if (zram?.initialUserNamespace === false) return [notPermitted()];
   const offered = zram?.devices[0]?.algorithms ?? [];
   const algorithm = settings.algorithm ??
     (chooseAlgorithm(offered) ?? "the first of zstd, lz4, lzo-rle, lzo the kernel offers");
@@ -432,6 +433,19 @@ function unavailable(zram: ZramState): Finding {
   };
 }
 
+function notPermitted(): Finding {
+  return {
+    id: "zram/not-permitted",
+    status: "critical",
+    summary: "this machine runs in a user namespace (a container): the kernel lets only the host " +
+      "add swap",
+    detail: "swapon needs CAP_SYS_ADMIN in the host's user namespace, which root in a container " +
+      "does not have: the swapon would fail with 'Operation not permitted'. Nothing was changed.",
+    fix: "add the swap on the host (NixOS: zramSwap.enable = true; or run this script there), " +
+      "or use --mitigate serialize, which works inside the container",
+  };
+}
+
 function noAlgorithm(wanted: string, offered: readonly string[]): Finding {
   return {
     id: "zram/no-algorithm",
@@ -473,6 +487,7 @@ export async function applyZram(
   const readOptions = options.sysfsRoot !== undefined ? { sysfsRoot: options.sysfsRoot } : {};
   const state = await readZramState(target, readOptions);
   if (!state.available || !state.hotAdd) return [unavailable(state)];
+  if (state.initialUserNamespace === false) return [notPermitted()];
   if (options.sysfsRoot !== undefined && options.sysfsRoot !== "/sys") {
     throw new Error("Cannot apply with a sysfs root other than /sys: it is for reading only");
   }

@@ -175,7 +175,15 @@ export interface ZramState {
   devices: ZramDevice[];
   /** Every swap area (zram or not). */
   swaps: SwapArea[];
+  /**
+   * Whether the target runs in the host's user namespace. `false` in a container (a user
+   * namespace), where the kernel refuses `swapon` even to root; absent when it could not be told.
+   */
+  initialUserNamespace?: boolean;
 }
+
+/** `/proc/self/ns/user` in the initial user namespace: its inode is fixed (PROC_USER_INIT_INO). */
+export const INIT_USER_NS = "user:[4026531837]";
 
 /** Options for {@link readZramState}. */
 export interface ReadZramOptions {
@@ -272,11 +280,15 @@ export async function readZramState(
     devices.push(device);
   }
   devices.sort((a, b) => a.id - b.id);
+  // readlink runs on the target, so this is the target's own namespace, also over ssh.
+  const ns = await target.run(["readlink", "/proc/self/ns/user"]).catch(() => undefined);
+  const link = ns !== undefined && ns.code === 0 && !ns.failure ? ns.stdout.trim() : "";
   return {
     available: control !== null || module !== null || devices.length > 0,
     hotAdd: control !== null,
     devices,
     swaps,
+    ...(link.startsWith("user:[") ? { initialUserNamespace: link === INIT_USER_NS } : {}),
   };
 }
 

@@ -19,7 +19,7 @@ import { RecordingTarget, writeSnapshot } from "../lib/recording_target.ts";
 import { SshTarget } from "../lib/ssh_target.ts";
 import { readSwapLabel, readZramState, removeZram } from "../lib/zram.ts";
 import { withGlobalLock } from "./lab/lock.ts";
-import { labTest, startLab } from "./lab/lab.ts";
+import { kernelHasNamespacedBinfmt, labPrerequisites, labTest, startLab } from "./lab/lab.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SCRIPT = `${ROOT}scripts/oom_mitigate.ts`;
@@ -544,10 +544,16 @@ async function ourDevices(state: string): Promise<string[]> {
   return records.map((r) => r.detail.device).filter((d): d is string => typeof d === "string");
 }
 
-function zramTest(name: string, fn: () => Promise<void>) {
+function zramTest(
+  name: string,
+  fn: () => Promise<void>,
+  options: { lab?: boolean; ignore?: boolean } = {},
+) {
+  const noLab = options.lab === true && labPrerequisites().length > 0 &&
+    Deno.env.get("LAB_REQUIRED") !== "1";
   Deno.test({
     name,
-    ignore: !isRoot || !hasZram,
+    ignore: !isRoot || !hasZram || noLab || options.ignore === true,
     sanitizeResources: false,
     sanitizeOps: false,
     fn: () =>
@@ -623,6 +629,74 @@ zramTest(
       await Deno.remove(dir, { recursive: true });
     }
   },
+);
+
+zramTest(
+  "zram over --host: apply on a lab builder makes one swap there, revert over ssh removes it",
+  async () => {
+    // A builder in the host's user namespace (emulation registered globally), as a real one is.
+    await using lab = await startLab({ builders: 1, emulation: "global" });
+    const builder = lab.builders[0]!;
+    const env = { NIX_SSHOPTS: lab.sshOptions.join(" ") };
+    // The state lives on the builder, as it would on a real one.
+    const state = `/tmp/nbr-zram-lab-state-${lab.id}`;
+    const host = ["--host", builder.name, "--state-dir", state, "--timeout", "120"];
+    const before = await zramSnapshot();
+    try {
+      const apply = await run([...host, "--mitigate", "zram", "--apply"], { env });
+      assert.equal(apply.code, 0, apply.stdout + apply.stderr);
+      assert.equal(apply.report?.host, builder.name);
+      const data = find(apply, "zram/swap")!.data as { action: string; device: string };
+      assert.equal(data.action, "applied");
+      // The builder shares this kernel: its new swap is in this machine's /proc/swaps.
+      assert.match(
+        await Deno.readTextFile("/proc/swaps"),
+        new RegExp(`^/dev/${data.device}\\s+partition\\s+\\d+\\s+\\d+\\s+100$`, "m"),
+      );
+      const again = await run([...host, "--mitigate", "zram", "--apply"], { env });
+      assert.equal((find(again, "zram/swap")!.data as { action: string }).action, "already");
+
+      const revert = await run([...host, "--revert"], { env });
+      assert.equal(revert.code, 0, revert.stdout + revert.stderr);
+      assert.deepEqual(ids(revert), ["oom/reverted"]);
+      assert.deepEqual(await zramSnapshot(), before);
+    } finally {
+      const leftovers = await ourDevices(state).catch(() => []);
+      for (const d of leftovers) await removeZram(new LocalTarget(), d).catch(() => {});
+      await Deno.remove(state, { recursive: true }).catch(() => {});
+    }
+  },
+  { lab: true },
+);
+
+zramTest(
+  "zram over --host on a builder in a user namespace (a container) is refused before anything changes",
+  async () => {
+    // Found against the lab: root in a user namespace can hot-add a zram device, but swapon
+    // fails with EPERM (it needs CAP_SYS_ADMIN in the host's namespace). Say so up front.
+    await using lab = await startLab({ builders: 1, emulation: "namespace" });
+    const builder = lab.builders[0]!;
+    const env = { NIX_SSHOPTS: lab.sshOptions.join(" ") };
+    const state = `/tmp/nbr-zram-lab-state-${lab.id}`;
+    const host = ["--host", builder.name, "--state-dir", state, "--timeout", "120"];
+    const before = await zramSnapshot();
+    try {
+      const dry = await run([...host, "--mitigate", "zram", "--kernel-log", "/dev/null"], { env });
+      assert.equal(dry.code, 2, dry.stdout + dry.stderr);
+      assert.match(
+        find(dry, "zram/not-permitted")!.summary,
+        /runs in a user namespace \(a container\)/,
+      );
+      const apply = await run([...host, "--mitigate", "zram", "--apply"], { env });
+      assert.equal(apply.code, 2);
+      assert.deepEqual(ids(apply), ["zram/not-permitted"]);
+      assert.deepEqual(await zramSnapshot(), before, "no device was hot-added");
+    } finally {
+      await Deno.remove(state, { recursive: true }).catch(() => {});
+    }
+  },
+  // The lab puts builders in a user namespace only where binfmt_misc is namespaced (6.7+).
+  { lab: true, ignore: !kernelHasNamespacedBinfmt() },
 );
 
 zramTest(
