@@ -560,7 +560,17 @@ export interface KernelLogRead {
   reasons: string[];
 }
 
-/** The journal commands: kernel messages, then the userspace killers, this boot. */
+/**
+ * The journal commands: kernel messages, then the userspace killers, this boot.
+ *
+ * @example
+ * ```ts
+ * import { JOURNAL_COMMANDS } from "./kernel_log.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(JOURNAL_COMMANDS[0]!.join(" "), "journalctl -k -b -o json --no-pager -q");
+ * ```
+ */
 export const JOURNAL_COMMANDS: readonly (readonly string[])[] = [
   ["journalctl", "-k", "-b", "-o", "json", "--no-pager", "-q"],
   [
@@ -576,7 +586,17 @@ export const JOURNAL_COMMANDS: readonly (readonly string[])[] = [
     "earlyoom",
   ],
 ];
-/** The `dmesg` commands tried when the journal has nothing: ISO time first, then raw. */
+/**
+ * The `dmesg` commands tried when the journal has nothing: ISO time first, then raw.
+ *
+ * @example
+ * ```ts
+ * import { DMESG_COMMANDS } from "./kernel_log.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(DMESG_COMMANDS.map((argv) => argv.join(" ")), ["dmesg --time-format iso", "dmesg"]);
+ * ```
+ */
 export const DMESG_COMMANDS: readonly (readonly string[])[] = [
   ["dmesg", "--time-format", "iso"],
   ["dmesg"],

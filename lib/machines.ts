@@ -68,7 +68,17 @@ export interface MachinesRules {
   legacy: boolean;
 }
 
-/** The newest rules known here, used when no version is given. */
+/**
+ * The newest rules known here, used when no version is given.
+ *
+ * @example
+ * ```ts
+ * import { LATEST_RULES_VERSION, machinesRules } from "./machines.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(machinesRules().label, `Nix ${LATEST_RULES_VERSION}`);
+ * ```
+ */
 export const LATEST_RULES_VERSION = "2.31.0";
 
 /**
@@ -344,13 +354,37 @@ export function decodeHostKey(column: string): string | null {
   return decoded.ok ? decoded.value : null;
 }
 
-/** Whether a decoded host key reads `<key type> <base64 key>` as a known_hosts entry needs. */
+/**
+ * Whether a decoded host key reads `<key type> <base64 key>` as a known_hosts entry needs.
+ *
+ * @example
+ * ```ts
+ * import { looksLikePublicKey } from "./machines.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(looksLikePublicKey("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB root@builder1"), true);
+ * assert.equal(looksLikePublicKey("AAAAC3NzaC1lZDI1NTE5AAAAIB"), false);
+ * ```
+ */
 export function looksLikePublicKey(decoded: string): boolean {
   return /^(?:ssh-(?:ed25519|rsa|dss)|ecdsa-sha2-nistp(?:256|384|521)|sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/]+={0,2}(?:\s.*)?\s*$/s
     .test(decoded);
 }
 
-/** Nix's store URI rule: what a column #0 value becomes. */
+/**
+ * Nix's store URI rule: what a column #0 value becomes.
+ *
+ * @example
+ * ```ts
+ * import { machinesRules, normalizeStoreUri } from "./machines.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(normalizeStoreUri("builder1"), "ssh://builder1");
+ * assert.equal(normalizeStoreUri("ssh-ng://builder1"), "ssh-ng://builder1");
+ * assert.equal(normalizeStoreUri("localhost"), "ssh://localhost");
+ * assert.equal(normalizeStoreUri("localhost", machinesRules("2.3.16")), "localhost");
+ * ```
+ */
 export function normalizeStoreUri(uri: string, rules: MachinesRules = machinesRules()): string {
   if (rules.legacy) {
     return uri.includes("://") || uri.startsWith("local") || uri.startsWith("remote") ||
@@ -575,7 +609,20 @@ export function parseMachines(text: string, options: ParseMachinesOptions = {}):
   return result;
 }
 
-/** Whether a read failure says nothing about the file (snapshot gap, unreachable host, time-out). */
+/**
+ * Whether a read failure says nothing about the file (snapshot gap, unreachable host, time-out).
+ *
+ * @example
+ * ```ts
+ * import { cannotTell } from "./machines.ts";
+ * import { TargetError } from "./target.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(cannotTell(new TargetError("b", "/etc/nix/machines", "timed out", "timeout")), true);
+ * assert.equal(cannotTell(new TargetError("b", "/etc/nix/machines", "permission denied")), false);
+ * assert.equal(cannotTell(new Error("boom")), false);
+ * ```
+ */
 export function cannotTell(error: unknown): boolean {
   return error instanceof TargetError &&
     (error.failure === "not-captured" || error.failure === "unreachable" ||
@@ -854,7 +901,18 @@ export function chooseMachine(
   return { chosen: best?.machine ?? null, candidates, allBusy: rightType && best === null };
 }
 
-/** The system features Nix itself knows (others are fine, but are often typos). */
+/**
+ * The system features Nix itself knows (others are fine, but are often typos).
+ *
+ * @example
+ * ```ts
+ * import { KNOWN_FEATURES } from "./machines.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(KNOWN_FEATURES.includes("big-parallel"), true);
+ * assert.equal(KNOWN_FEATURES.includes("bigparallel"), false);
+ * ```
+ */
 export const KNOWN_FEATURES: readonly string[] = [
   "benchmark",
   "big-parallel",

@@ -228,7 +228,17 @@ export interface NixConfEnv {
   NIX_CONFIG?: string;
 }
 
-/** The names of {@link NixConfEnv}, in a stable order. */
+/**
+ * The names of {@link NixConfEnv}, in a stable order.
+ *
+ * @example
+ * ```ts
+ * import { NIX_CONF_ENV_NAMES } from "./nix_conf.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(NIX_CONF_ENV_NAMES.includes("NIX_CONFIG"), true);
+ * ```
+ */
 export const NIX_CONF_ENV_NAMES = [
   "NIX_CONF_DIR",
   "NIX_USER_CONF_FILES",
@@ -358,7 +368,18 @@ export interface LoadNixConfOptions {
   maxDepth?: number;
 }
 
-/** Aliases Nix 2.8 accepts (from `nix show-config --json`), canonical name for each. */
+/**
+ * Aliases Nix 2.8 accepts (from `nix show-config --json`), canonical name for each.
+ *
+ * @example
+ * ```ts
+ * import { SETTING_ALIASES } from "./nix_conf.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(SETTING_ALIASES["build-max-jobs"], "max-jobs");
+ * assert.equal(SETTING_ALIASES["binary-caches"], "substituters");
+ * ```
+ */
 export const SETTING_ALIASES: Readonly<Record<string, string>> = {
   "build-compress-log": "compress-build-log",
   "build-cores": "cores",
@@ -384,7 +405,18 @@ export const SETTING_ALIASES: Readonly<Record<string, string>> = {
   "trusted-binary-caches": "trusted-substituters",
 };
 
-/** List, set and map settings (the ones `extra-` appends to): Nix 2.8's, plus later ones. */
+/**
+ * List, set and map settings (the ones `extra-` appends to): Nix 2.8's, plus later ones.
+ *
+ * @example
+ * ```ts
+ * import { APPENDABLE_SETTINGS } from "./nix_conf.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(APPENDABLE_SETTINGS.has("experimental-features"), true);
+ * assert.equal(APPENDABLE_SETTINGS.has("max-jobs"), false);
+ * ```
+ */
 export const APPENDABLE_SETTINGS: ReadonlySet<string> = new Set([
   "access-tokens",
   "allowed-impure-host-deps",
@@ -739,7 +771,27 @@ export async function loadNixConf(
   return done();
 }
 
-/** The command {@link readNixConfEnv} runs: prints each variable as `NAME=value` or `NAME` (unset), NUL-separated. */
+/**
+ * The command {@link readNixConfEnv} runs: prints each variable as `NAME=value` or `NAME` (unset),
+ * NUL-separated.
+ *
+ * @example Run it here with a known environment
+ * ```ts
+ * import { NIX_CONF_ENV_COMMAND, parseNixConfEnv } from "./nix_conf.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const [program, ...args] = NIX_CONF_ENV_COMMAND;
+ * const { stdout } = await new Deno.Command(program!, {
+ *   args,
+ *   clearEnv: true,
+ *   env: { HOME: "/home/alice", NIX_CONFIG: "max-jobs = 2" },
+ * }).output();
+ * assert.deepEqual(parseNixConfEnv(new TextDecoder().decode(stdout)), {
+ *   HOME: "/home/alice",
+ *   NIX_CONFIG: "max-jobs = 2",
+ * });
+ * ```
+ */
 export const NIX_CONF_ENV_COMMAND: readonly string[] = [
   "sh",
   "-c",

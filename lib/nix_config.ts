@@ -211,7 +211,22 @@ export type EffectiveConfig =
 
 const NIX = ["nix", "--extra-experimental-features", "nix-command"];
 
-/** The commands tried, in order: `config show` (2.20+), then `show-config`; JSON first. */
+/**
+ * The commands tried, in order: `config show` (2.20+), then `show-config`; JSON first.
+ *
+ * @example
+ * ```ts
+ * import { CONFIG_COMMANDS } from "./nix_config.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(CONFIG_COMMANDS.map((argv) => argv.slice(3).join(" ")), [
+ *   "config show --json",
+ *   "show-config --json",
+ *   "config show",
+ *   "show-config",
+ * ]);
+ * ```
+ */
 export const CONFIG_COMMANDS: readonly (readonly string[])[] = [
   [...NIX, "config", "show", "--json"],
   [...NIX, "show-config", "--json"],

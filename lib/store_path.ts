@@ -11,19 +11,73 @@
 
 import { quoteForMessage, UsageError } from "./errors.ts";
 
-/** The store directory every path must live in. */
+/**
+ * The store directory every path must live in.
+ *
+ * @example
+ * ```ts
+ * import { STORE_DIR, storePathProblem } from "./store_path.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(storePathProblem("/tmp/f6qc9gny4w6ajssphr39im341ph0klsn-fail"), `it is not in ${STORE_DIR}`);
+ * ```
+ */
 export const STORE_DIR = "/nix/store";
 
-/** Nix's base-32 alphabet (the digits and lower-case letters without `e`, `o`, `t`, `u`). */
+/**
+ * Nix's base-32 alphabet (the digits and lower-case letters without `e`, `o`, `t`, `u`).
+ *
+ * @example
+ * ```ts
+ * import { NIX_BASE32 } from "./store_path.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(NIX_BASE32.length, 32);
+ * assert.equal([..."eotu"].some((c) => NIX_BASE32.includes(c)), false);
+ * ```
+ */
 export const NIX_BASE32 = "0123456789abcdfghijklmnpqrsvwxyz";
 
-/** Length of the hash part of a store path. */
+/**
+ * Length of the hash part of a store path.
+ *
+ * @example
+ * ```ts
+ * import { HASH_LENGTH, parseStorePath } from "./store_path.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(parseStorePath("/nix/store/f6qc9gny4w6ajssphr39im341ph0klsn-fail").hash.length, HASH_LENGTH);
+ * ```
+ */
 export const HASH_LENGTH = 32;
 
-/** Longest name Nix accepts. */
+/**
+ * Longest name Nix accepts.
+ *
+ * @example
+ * ```ts
+ * import { isStorePath, MAX_NAME_LENGTH } from "./store_path.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const prefix = "/nix/store/f6qc9gny4w6ajssphr39im341ph0klsn-";
+ * assert.equal(isStorePath(prefix + "a".repeat(MAX_NAME_LENGTH)), true);
+ * assert.equal(isStorePath(prefix + "a".repeat(MAX_NAME_LENGTH + 1)), false);
+ * ```
+ */
 export const MAX_NAME_LENGTH = 211;
 
-/** Where Nix keeps build logs when neither `NIX_LOG_DIR` nor a store setting says otherwise. */
+/**
+ * Where Nix keeps build logs when neither `NIX_LOG_DIR` nor a store setting says otherwise.
+ *
+ * @example
+ * ```ts
+ * import { buildLogFiles, DEFAULT_LOG_DIR, parseStorePath } from "./store_path.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const files = buildLogFiles(parseStorePath("/nix/store/f6qc9gny4w6ajssphr39im341ph0klsn-fail.drv"));
+ * assert.equal(files.plain.startsWith(`${DEFAULT_LOG_DIR}/drvs/`), true);
+ * ```
+ */
 export const DEFAULT_LOG_DIR = "/nix/var/log/nix";
 
 const NAME_CHARS = /^[A-Za-z0-9+\-._?=]+$/;
@@ -100,7 +154,24 @@ export function storePathProblem(text: string): string | null {
   return null;
 }
 
-/** The error for a text that is not a store path: a usage error, so the run ends UNKNOWN (3). */
+/**
+ * The error for a text that is not a store path: a usage error, so the run ends UNKNOWN (3).
+ *
+ * @example
+ * ```ts
+ * import { parseStorePath, StorePathError } from "./store_path.ts";
+ * import { UsageError } from "./errors.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const error = new StorePathError("result", "it is not an absolute path");
+ * assert.equal(error.message, "Not a store path 'result': it is not an absolute path");
+ * assert.ok(error instanceof UsageError);
+ * assert.throws(
+ *   () => parseStorePath("/nix/store/f6qc9gny4w6ajssphr39im341ph0klsn"),
+ *   (e) => e instanceof StorePathError && /too short/.test(e.reason),
+ * );
+ * ```
+ */
 export class StorePathError extends UsageError {
   /** The rejected text. */
   readonly text: string;
