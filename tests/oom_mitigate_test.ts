@@ -19,7 +19,13 @@ import { RecordingTarget, writeSnapshot } from "../lib/recording_target.ts";
 import { SshTarget } from "../lib/ssh_target.ts";
 import { readSwapLabel, readZramState, removeZram } from "../lib/zram.ts";
 import { withGlobalLock } from "./lab/lock.ts";
-import { kernelHasNamespacedBinfmt, labPrerequisites, labTest, startLab } from "./lab/lab.ts";
+import {
+  kernelHasNamespacedBinfmt,
+  LAB_TEST_PREFIX,
+  labPrerequisites,
+  labTest,
+  startLab,
+} from "./lab/lab.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SCRIPT = `${ROOT}scripts/oom_mitigate.ts`;
@@ -552,7 +558,7 @@ function zramTest(
   const noLab = options.lab === true && labPrerequisites().length > 0 &&
     Deno.env.get("LAB_REQUIRED") !== "1";
   Deno.test({
-    name,
+    name: options.lab ? `${LAB_TEST_PREFIX}${name}` : name,
     ignore: !isRoot || !hasZram || noLab || options.ignore === true,
     sanitizeResources: false,
     sanitizeOps: false,

@@ -238,11 +238,16 @@ export function labPrerequisites(): string[] {
 
 let skipNoticePrinted = false;
 
+/** Every lab test's name starts with this: `deno test --filter "/^lab: /"` runs only them. */
+export const LAB_TEST_PREFIX = "lab: ";
+
 /**
  * Registers a lab test: `Deno.test` when {@link labPrerequisites} are met; otherwise an ignored
  * test and one line on stderr naming what is missing, or, under `LAB_REQUIRED=1`, a failing test.
  */
-export function labTest(name: string, fn: (t: Deno.TestContext) => Promise<void> | void): void {
+export function labTest(title: string, fn: (t: Deno.TestContext) => Promise<void> | void): void {
+  // The prefix is how `deno task test:lab` (--filter) picks the lab tests out of mixed files.
+  const name = `${LAB_TEST_PREFIX}${title}`;
   const missing = labPrerequisites();
   if (missing.length === 0) {
     Deno.test({ name, fn });
