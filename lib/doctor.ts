@@ -10,7 +10,12 @@ import { healthCheck } from "./health.ts";
 import type { Machine } from "./machines.ts";
 import { verifyMachines } from "./offload.ts";
 import { checkConfig } from "./show_config.ts";
-import { type EffectiveConfig, parseNixVersion, readEffectiveConfig } from "./nix_config.ts";
+import {
+  type EffectiveConfig,
+  type NixSettings,
+  parseNixVersion,
+  readEffectiveConfig,
+} from "./nix_config.ts";
 import { describeFailure, type Target } from "./target.ts";
 
 /** The role a machine plays in remote builds. */
@@ -158,6 +163,11 @@ export interface DoctorStep {
 export interface DoctorResult {
   /** The role this machine plays. */
   role: Role;
+  /**
+   * Why the role was guessed, when nothing configured says which role this machine plays (no
+   * machines, max-jobs not 0, and nothing that serves other machines): most likely a fresh install.
+   */
+  roleGuess?: string;
   /** Each step run, with its findings and its runbook page. */
   steps: DoctorStep[];
 }
@@ -213,12 +223,24 @@ export async function runDoctor(
       ...config.findings,
     ],
   }];
+  // A guessed builder that serves nobody (trusted-users only root, no extra platforms) is most
+  // likely a fresh machine: the summary then points to the setup page.
+  const settings: NixSettings = basics.config?.ok ? basics.config.settings : new Map();
+  const platforms = settings.get("extra-platforms");
+  const servesOthers = (settings.get("trusted-users")?.value ?? "root").split(/\s+/)
+    .some((u) => u !== "" && u !== "root") ||
+    // Nix's default extra-platforms (i686-linux on x86_64...) says nothing about a role.
+    (platforms !== undefined && platforms.value.trim() !== "" &&
+      platforms.value !== platforms.defaultValue);
+  const guess = config.data.role.guessed && !servesOthers
+    ? { roleGuess: config.data.role.why }
+    : {};
   if (role === "builder") {
     const health = await healthCheck(cached, { deadline });
     steps.push({ step: "health", page: "runbook/health_check.md", findings: health.findings });
-    return { role, steps };
+    return { role, ...guess, steps };
   }
-  if (!options.reachBuilders) return { role, steps };
+  if (!options.reachBuilders) return { role, ...guess, steps };
   // Each builder's health check runs on verify_offload's own ssh connection, beside its checks:
   // one handshake per builder, reached as the daemon reaches it, and doctor costs about its
   // slowest builder.
@@ -246,7 +268,7 @@ export async function runDoctor(
         notChecked(machine, "ssh did not reach it as the nix-daemon would"),
     );
   }
-  return { role, steps };
+  return { role, ...guess, steps };
 }
 
 /** A builder's health check, its findings named after the builder. */
@@ -366,5 +388,11 @@ export function renderDoctorSummary(result: DoctorResult): string {
   const header = ["step", "status", "problems", "open"];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
-  return ["", `Summary (${result.role})`, line(header), ...rows.map(line), ""].join("\n");
+  // A fresh machine is the README's first run: say plainly how doctor read it and where to go.
+  const guess = result.roleGuess === undefined || result.role !== "builder" ? [] : [
+    "",
+    `Nothing here offloads builds (${result.roleGuess}), so this machine was checked as a builder.`,
+    "To send builds to remote builders from here, start at runbook/setup.md.",
+  ];
+  return ["", `Summary (${result.role})`, line(header), ...rows.map(line), ...guess, ""].join("\n");
 }

@@ -11,6 +11,7 @@
  * @module
  */
 
+import { inspectBinfmt } from "../lib/binfmt.ts";
 import { armDeadline, createCommand, openTarget, runMain, UsageError } from "../lib/cli.ts";
 import { doctorReport, runDoctor } from "../lib/doctor.ts";
 import { renderJson } from "../lib/findings.ts";
@@ -31,6 +32,7 @@ if (import.meta.main) {
         ["deno run -A scripts/doctor.ts --snapshot ./b1", "analyse the bundle later"],
       ],
       runbook: "runbook/collect.md",
+      liveOnly: true,
     }).requiredOption("-o, --output <dir>", "directory to write the bundle to (new or empty)");
     program.parse(Deno.args, { from: "user" });
     const opts = program.opts();
@@ -49,6 +51,9 @@ if (import.meta.main) {
       // Everything doctor reads for either role, so any script can replay the bundle.
       const doctor = await runDoctor(target, { reachBuilders: false, deadline });
       if (doctor.role === "controller") await healthCheck(target, { deadline });
+      // check_binfmt reads binfmt_misc even where no emulated system is configured (doctor skips
+      // it then): a bundle must answer `check_binfmt --snapshot` too.
+      await inspectBinfmt(target, { smoke: "off" });
       // secret-key-files name files the bundle must never hold, even if a check read them.
       const config = await target.run([
         "nix",

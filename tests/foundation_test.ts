@@ -156,6 +156,28 @@ Deno.test("doctor.ts --snapshot on a collect.ts bundle gives the findings collec
   }
 });
 
+Deno.test("a collect.ts bundle answers every read-only script: nothing 'not captured'", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const collected = await runScript("collect.ts", ["--output", `${dir}/bundle`]);
+    assert.equal(collected.code, 0, collected.stderr);
+    for (const script of ["doctor.ts", "show_config.ts", "health_check.ts", "check_binfmt.ts"]) {
+      const replay = await runScript(script, ["--json", "--snapshot", `${dir}/bundle`]);
+      const report = JSON.parse(replay.stdout) as {
+        findings: { id: string; summary: string; detail?: string }[];
+      };
+      const gaps = report.findings.filter((f) =>
+        /not captured/.test(`${f.summary}\n${f.detail ?? ""}`)
+      ).map((f) => `${f.id}: ${f.summary}`);
+      assert.deepEqual(gaps, [], script);
+    }
+    const oom = await runScript("oom_mitigate.ts", ["--json", "--snapshot", `${dir}/bundle`]);
+    assert.ok(!/not captured/.test(oom.stdout), oom.stdout);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("runDoctor() on a machine without nix reports nix/missing as CRITICAL, not a crash", async () => {
   const target = new SnapshotTarget({
     meta: { host: "fresh", collected_at: "2026-11-25T00:00:00Z", tool: "t" },
@@ -210,4 +232,24 @@ Deno.test("--help lists examples and the exit codes", async () => {
   assert.equal(result.code, 0);
   assert.ok(result.stdout.includes("Examples:\n  deno task doctor"));
   assert.match(result.stdout, /Exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN/);
+});
+
+Deno.test("doctor on a fresh Nix install says it was read as a builder and points to setup.md", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const env = { NIX_CONF_DIR: dir, NIX_USER_CONF_FILES: "" };
+    await Deno.writeTextFile(`${dir}/nix.conf`, "");
+    const fresh = await runScript("doctor.ts", ["--no-builders"], env);
+    assert.match(
+      fresh.stdout,
+      /\nNothing here offloads builds \(no machines and max-jobs ≠ 0\), so this machine was checked as a builder\.\nTo send builds to remote builders from here, start at runbook\/setup\.md\.\n/,
+    );
+    // A builder that serves someone (a trusted ssh user) is not told to set up offloading.
+    await Deno.writeTextFile(`${dir}/nix.conf`, "trusted-users = root nixremote\n");
+    const builder = await runScript("doctor.ts", ["--no-builders"], env);
+    assert.match(builder.stdout, /Summary \(builder\)/);
+    assert.doesNotMatch(builder.stdout, /runbook\/setup\.md/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
