@@ -5,7 +5,7 @@
  * @module
  */
 
-import { Command, CommanderError, InvalidArgumentError } from "@commander-js/extra-typings";
+import { Command, CommanderError, InvalidArgumentError, Option } from "@commander-js/extra-typings";
 import { killAllProcesses } from "./_process.ts";
 import { UsageError } from "./errors.ts";
 import { exitCodeFor, renderJson, renderText, type Report, VERSION } from "./findings.ts";
@@ -84,6 +84,11 @@ export interface CommandSpec {
    * that Nagios/Icinga run. Default false.
    */
   pluginFlags?: boolean;
+  /**
+   * The script needs the live system (ssh, builds, samples): `--snapshot` is left out of `--help`.
+   * It is still parsed, so the script refuses it with its own reason. Default false.
+   */
+  liveOnly?: boolean;
 }
 
 /**
@@ -115,7 +120,10 @@ export function createCommand(spec: CommandSpec) {
       spec.pluginFlags ? "-H, --host <host>" : "--host <host>",
       "run against HOST over ssh ([user@]host, ssh://..., ssh-ng://...)",
     )
-    .option("--snapshot <dir>", "analyse a bundle written by scripts/collect.ts instead")
+    .addOption(
+      new Option("--snapshot <dir>", "analyse a bundle written by scripts/collect.ts instead")
+        .hideHelp(spec.liveOnly === true),
+    )
     .option("--json", "print the report as JSON")
     .option(
       spec.pluginFlags ? "-t, --timeout <seconds>" : "--timeout <seconds>",

@@ -25,6 +25,7 @@ import { exitCodeFor, makeReport, renderJson, renderText, shouldColor } from "..
 import { LocalTarget } from "../lib/local_target.ts";
 import { renderOffloadTable, verifyMachines } from "../lib/offload.ts";
 import { LineSpinner } from "../lib/spinner.ts";
+import { parseSshHost } from "../lib/host.ts";
 
 function parseNumber(value: string): number {
   const n = Number(value);
@@ -72,11 +73,16 @@ if (import.meta.main) {
       examples: [
         ["sudo deno run -A scripts/verify_offload.ts", "every machine, as root (like nix-daemon)"],
         ["deno run -A scripts/verify_offload.ts --builder builder1", "only one machine"],
+        [
+          "deno run -A scripts/verify_offload.ts --host builder1",
+          "the same: --host names a builder",
+        ],
         ["deno run -A scripts/verify_offload.ts --no-canary", "connection checks only"],
         ["deno run -A scripts/verify_offload.ts --json", "the report as JSON"],
         ["deno run -A scripts/verify_offload.ts --explain .#hello", "which builder would take it"],
       ],
       runbook: "runbook/verify_offload.md",
+      liveOnly: true,
     })
       .option(
         "--builder <name>",
@@ -101,12 +107,16 @@ if (import.meta.main) {
       );
     program.parse(Deno.args, { from: "user" });
     const opts = program.opts();
-    if (opts.host !== undefined || opts.snapshot !== undefined) {
+    if (opts.snapshot !== undefined) {
       throw new UsageError(
-        "verify_offload runs on the controller itself: --host and --snapshot are not supported " +
-          "(copy it there with `deno task bundle`)",
+        "--snapshot: verify_offload proves offloading with live ssh and canary builds; " +
+          "run it on the controller (copy it there with `deno task bundle`)",
       );
     }
+    // The builder is what verify_offload reaches over ssh: --host names one, like --builder, and
+    // is refused here, before anything runs, when ssh could read it as an option or syntax.
+    if (opts.host !== undefined) parseSshHost(opts.host);
+    const only = opts.host === undefined ? opts.builder : [...opts.builder, opts.host];
     armDeadline("verify_offload", opts.timeout);
     // Leave 0.7 s of the deadline for printing the report.
     const deadline = Date.now() + opts.timeout * 1000 - 700;
@@ -129,7 +139,7 @@ if (import.meta.main) {
 
     const spinner = opts.json ? undefined : new LineSpinner([]);
     const result = await verifyMachines(controller, {
-      builders: opts.builder,
+      builders: only,
       ...(opts.builders !== undefined ? { buildersOverride: opts.builders } : {}),
       canary: opts.canary,
       jobs: opts.jobs,

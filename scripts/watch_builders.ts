@@ -83,6 +83,7 @@ async function main(): Promise<number> {
       ["deno run -A scripts/watch_builders.ts --local --interval 2", "this machine too, every 2 s"],
     ],
     runbook: "runbook/watch_builders.md",
+    liveOnly: true,
   })
     .option(
       "--machines <file>",

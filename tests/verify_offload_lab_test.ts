@@ -478,18 +478,20 @@ labTest("verify_offload says when a claimed system has no canary program", async
   assert.equal(rowOf(report, "ssh://builder1").canaries[0]?.outcome, "built-there");
 });
 
-labTest("verify_offload --builder checks only the named machine", async () => {
+labTest("verify_offload --builder (or --host) checks only the named machine", async () => {
   await using lab = await startLab({ builders: 2 });
   await lab.builder("builder2").setFault("down");
-  const { code, report } = await verify(lab, [
-    "--builder",
-    "builder1",
-    "--no-canary",
-    "--max-load",
-    "1000",
-  ]);
-  assert.equal(code, 0);
-  assert.deepEqual(report.data.rows.map((r) => r.builder), ["ssh://builder1"]);
+  for (const flag of ["--builder", "--host"]) {
+    const { code, report } = await verify(lab, [
+      flag,
+      "builder1",
+      "--no-canary",
+      "--max-load",
+      "1000",
+    ]);
+    assert.equal(code, 0, flag);
+    assert.deepEqual(report.data.rows.map((r) => r.builder), ["ssh://builder1"], flag);
+  }
   const bad = await lab.controller.exec(
     [Deno.execPath(), "run", "-A", SCRIPT, "--builder", "nosuch"],
     { cwd: "/tmp" },

@@ -400,7 +400,7 @@ Deno.test("verify_offload --help lists its flags, examples and runbook page", as
   assert.match(stdout, /Runbook: runbook\/verify_offload\.md/);
 });
 
-Deno.test("verify_offload exits 3 with one line for a bad flag value or --host", async () => {
+Deno.test("verify_offload exits 3 with one line for a bad flag value, --snapshot or an unknown --host", async () => {
   for (
     const [args, message] of [
       [
@@ -408,8 +408,12 @@ Deno.test("verify_offload exits 3 with one line for a bad flag value or --host",
         /^verify_offload: option '--jobs <n>' argument '0' is invalid\. '0' is not a whole number of at least 1\.\n$/,
       ],
       [
-        ["--host", "builder1"],
-        /^verify_offload: verify_offload runs on the controller itself: --host and --snapshot are not supported/,
+        ["--snapshot", "/tmp/bundle"],
+        /^verify_offload: --snapshot: verify_offload proves offloading with live ssh and canary builds/,
+      ],
+      [
+        ["--host", "builder1", "--builders", "ssh://builder2 x86_64-linux"],
+        /^verify_offload: No machine 'builder1' in builders \(there are: ssh:\/\/builder2\)\n$/,
       ],
       [["--min-free", "lots"], /is not a non-negative number/],
     ] as const
