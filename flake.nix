@@ -41,7 +41,8 @@
         nixpkgs.lib.genAttrs scripts app // { default = app "doctor"; }
       );
 
-      # The health check as a systemd service + timer; see nix/health-check.nix for the options.
+      # The health check as a systemd service + timer (thresholds, Prometheus textfile, an
+      # OnFailure journal alert); see nix/health-check-module.nix for the options.
       nixosModules.health-check = import ./nix/health-check.nix { inherit self; };
       nixosModules.default = self.nixosModules.health-check;
 

@@ -1,6 +1,7 @@
 # `nix flake check` (Linux): the health-check module in a real NixOS evaluation (no VM, nothing
-# run), with the options an operator would set; the generated service and timer units become the
-# check's output, and the build fails if they lack what the module promises.
+# run), with the options an operator would set (thresholds, the default alert and an extra
+# onFailure unit); the generated service, timer and alert template become the check's output, and
+# the build fails if they lack what the module promises.
 {
   nixpkgs,
   pkgs,
@@ -18,11 +19,17 @@ let
         services.nix-builder-health = {
           enable = true;
           startAt = "hourly";
+          thresholds = {
+            freeSpace.warning = "15%:";
+            load.critical = "~:6";
+            oomKills.window = "6h";
+          };
           extraArgs = [
-            "--warning"
-            "15%:"
+            "--builder-user"
+            "nixremote"
           ];
           prometheus.textfileDirectory = "/var/lib/prometheus-node-exporter-text";
+          # Besides the built-in alert (alert.enable defaults to true).
           onFailure = [ "notify-admins@%n.service" ];
         };
       }
@@ -31,6 +38,7 @@ let
   units = machine.config.systemd.units;
   service = units."nix-builder-health.service".text;
   timer = units."nix-builder-health.timer".text;
+  alert = units."nix-builder-health-alert@.service".text;
   expect =
     text: needle:
     lib.assertMsg (lib.hasInfix needle text) "nix-builder-health unit lacks '${needle}':\n${text}";
@@ -39,13 +47,21 @@ in
 # the check (nix flake check, nix build) does.
 pkgs.writeText "nix-builder-health-units" (
   assert expect service "SuccessExitStatus=1";
-  assert expect service "OnFailure=notify-admins@%n.service";
+  assert expect service "OnFailure=";
+  assert expect service "nix-builder-health-alert@%n.service";
+  assert expect service "notify-admins@%n.service";
   assert expect service "share/nix-builder-runbook/health_check.js";
   assert expect service "--prometheus /var/lib/prometheus-node-exporter-text/nix_builder.prom";
   assert expect service "--warning 15%%:"; # systemd specifier escape of the literal %
+  assert expect service "--load-critical '~:6'";
+  assert expect service "--oom-window 6h --builder-user nixremote";
   assert expect timer "OnCalendar=hourly";
+  # The template OnFailure= starts: its script gets the failed unit as $1 (%i).
+  assert expect alert "Type=oneshot";
+  assert expect alert "-start %i"; # ExecStart = the script (makeJobScript "<name>-start") + scriptArgs
   ''
     ${service}
     ${timer}
+    ${alert}
   ''
 )

@@ -1,6 +1,7 @@
 /**
  * What ships for scheduling the health check: the crontab line run the way cron runs it, the
- * systemd units through `systemd-analyze verify`, and the NixOS module evaluated by the real Nix.
+ * systemd units through `systemd-analyze verify`, and the NixOS module evaluated by the real Nix
+ * with the stub module system of nix/stub/ (tests/nixos_module_test.ts runs what it generates).
  */
 import assert from "node:assert/strict";
 
@@ -99,62 +100,104 @@ Deno.test("the systemd units pass systemd-analyze verify and treat WARNING as su
   }
 });
 
-Deno.test("the NixOS module makes a oneshot service on a timer with SuccessExitStatus and onFailure", async () => {
-  // nixpkgs is not on this machine: the module is evaluated by the real Nix with a minimal
-  // stand-in for the few `lib` functions it uses, to check what it produces.
-  const expr = `
-    let
-      lib = {
-        mkEnableOption = d: { default = false; description = d; };
-        mkOption = o: o;
-        mkIf = c: v: if c then v else { };
-        types = { path = "path"; package = "package"; str = "str"; listOf = t: "list"; either = a: b: "either"; nullOr = t: "nullOr"; };
-        literalExpression = x: x;
-        optionals = c: l: if c then l else [ ];
-        optional = c: x: if c then [ x ] else [ ];
-        replaceStrings = builtins.replaceStrings;
-        escapeShellArgs = l: builtins.concatStringsSep " " (map (a: "'" + builtins.replaceStrings [ "'" ] [ "'\\\\''" ] a + "'") l);
-      };
-      pkgs = { deno = "/deno"; bash = "bash"; coreutils = "coreutils"; getconf = "getconf"; util-linux = "util-linux"; procps = "procps"; };
-      config = {
-        services.nix-builder-health = {
-          enable = true;
-          package = "/src";
-          deno = "/deno";
-          script = "/src/scripts/health_check.ts";
-          startAt = "*:0/15";
-          extraArgs = [ "-w" "15%:" ];
-          prometheus.textfileDirectory = "/var/lib/text";
-          onFailure = [ "notify-admins@%n.service" ];
-        };
-        nix.package = "nix";
-        systemd.package = "systemd";
-      };
-      m = import ${ROOT}nix/health-check-module.nix { inherit config lib pkgs; };
-    in {
-      service = m.config.systemd.services.nix-builder-health;
-      tmpfiles = m.config.systemd.tmpfiles.rules;
-      startAtDefault = m.options.services.nix-builder-health.startAt.default;
-    }`;
+/** The units nix/health-check-module.nix makes of `settings`, through the stub module system. */
+async function moduleUnits(settings: string) {
   const out = await new Deno.Command("nix-instantiate", {
-    args: ["--eval", "--strict", "--json", "-E", expr],
+    args: [
+      "--eval",
+      "--strict",
+      "--json",
+      `${ROOT}nix/stub/health.nix`,
+      "--arg",
+      "bare",
+      "true",
+      "--arg",
+      "settings",
+      settings,
+    ],
     stdout: "piped",
     stderr: "piped",
   }).output();
   assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  const result = JSON.parse(new TextDecoder().decode(out.stdout));
-  const service = result.service;
+  return JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    service: {
+      startAt: string;
+      onFailure: string[];
+      path: string[];
+      serviceConfig: Record<string, string | number>;
+    };
+    alert: {
+      scriptArgs: string;
+      script: string;
+      path: string[];
+      serviceConfig: Record<string, string>;
+    } | null;
+    tmpfiles: string[];
+  };
+}
+
+Deno.test("the NixOS module makes a oneshot service on a timer with thresholds, SuccessExitStatus and an alert", async () => {
+  // nixpkgs is not on this machine: the module is evaluated by the real Nix with the stub lib and
+  // module system of nix/stub/ (option names and types checked, mkIf/mkDefault applied).
+  const units = await moduleUnits(`{
+    enable = true;
+    package = "/src";
+    thresholds = {
+      freeSpace = { warning = "15%:"; critical = "5G:"; };
+      memory.critical = "3%:";
+      load.warning = "~:3";
+      oomKills.window = "6h";
+    };
+    extraArgs = [ "--builder-user" "nixremote" ];
+    prometheus.textfileDirectory = "/var/lib/text";
+    onFailure = [ "notify-admins@%n.service" ];
+  }`);
+  const service = units.service;
   assert.equal(service.serviceConfig.Type, "oneshot");
   assert.equal(service.serviceConfig.SuccessExitStatus, "1");
+  const exec = String(service.serviceConfig.ExecStart);
+  assert.match(exec, /^\/nix\/store\/[a-z0-9]+-deno\/bin\/deno /);
+  // Each threshold set becomes its flag, in this order, before extraArgs; % is written %%.
   assert.equal(
-    service.serviceConfig.ExecStart,
-    "'/deno/bin/deno' 'run' '-A' '/src/scripts/health_check.ts' '--state-file' " +
-      "'/var/lib/nix-builder-runbook/health-state.json' '--prometheus' " +
-      "'/var/lib/text/nix_builder.prom' '-w' '15%%:'",
+    exec.replace(/^\S+ /, ""),
+    "run -A /src/scripts/health_check.ts --state-file /var/lib/nix-builder-runbook/health-state.json " +
+      "--prometheus /var/lib/text/nix_builder.prom --warning 15%%: --critical 5G: " +
+      "--memory-critical 3%%: --load-warning '~:3' --oom-window 6h --builder-user nixremote",
   );
-  assert.deepEqual(service.onFailure, ["notify-admins@%n.service"]);
+  // The built-in alert first, then the operator's units.
+  assert.deepEqual(service.onFailure, [
+    "nix-builder-health-alert@%n.service",
+    "notify-admins@%n.service",
+  ]);
+  assert.ok(units.alert, "the module defines nix-builder-health-alert@");
+  assert.equal(units.alert.scriptArgs, "%i");
+  assert.equal(units.alert.serviceConfig.Type, "oneshot");
+  assert.match(units.alert.script, /journalctl --unit "\$unit"/);
+  assert.match(
+    units.alert.script,
+    /systemd-cat --identifier nix-builder-health-alert --priority err/,
+  );
+  assert.ok(units.alert.path.some((p) => p.endsWith("-systemd")), "journalctl is on its PATH");
   assert.equal(service.startAt, "*:0/15");
-  assert.equal(result.startAtDefault, "*:0/15");
-  assert.deepEqual(result.tmpfiles, ["d /var/lib/text 0755 root root -"]);
-  assert.ok(service.path.includes("nix"));
+  assert.deepEqual(units.tmpfiles, ["d /var/lib/text 0755 root root -"]);
+  assert.ok(service.path.some((p) => p.endsWith("-nix")), "nix is on the service's PATH");
+
+  // No threshold set: no threshold flag (the script's defaults). Alert off: the operator's units only.
+  const plain = await moduleUnits(`{
+    enable = true;
+    package = "/src";
+    alert.enable = false;
+    onFailure = [ "notify-admins@%n.service" ];
+  }`);
+  assert.equal(
+    String(plain.service.serviceConfig.ExecStart).replace(/^\S+ /, ""),
+    "run -A /src/scripts/health_check.ts --state-file /var/lib/nix-builder-runbook/health-state.json",
+  );
+  assert.deepEqual(plain.service.onFailure, ["notify-admins@%n.service"]);
+  assert.equal(plain.alert, null);
+
+  // Out of the box the alert is there: a failure is never silent.
+  const minimal = await moduleUnits(`{ enable = true; package = "/src"; }`);
+  assert.deepEqual(minimal.service.onFailure, ["nix-builder-health-alert@%n.service"]);
+  assert.ok(minimal.alert);
 });

@@ -28,16 +28,13 @@ let
         default = pkgs.systemd;
       };
     };
-in
-{
-  inherit self system lib;
-  # The config of a system with the flake's module and `services.nix-builder-health = settings`.
-  evalHealth =
-    settings:
+  # The config of a system with `module` and `services.nix-builder-health = settings`.
+  evalWith =
+    module: settings:
     (lib.evalModules {
       modules = [
         nixosBase
-        self.nixosModules.health-check
+        module
         { services.nix-builder-health = settings; }
       ];
       specialArgs = { inherit pkgs; };
@@ -47,4 +44,11 @@ in
         [ "systemd" ]
       ];
     }).config;
+in
+{
+  inherit self system lib;
+  # With the flake's module (its package and bundled script as defaults).
+  evalHealth = evalWith self.nixosModules.health-check;
+  # With nix/health-check-module.nix alone: no flake defaults, `package` must be set.
+  evalHealthModule = evalWith (root + "/nix/health-check-module.nix");
 }

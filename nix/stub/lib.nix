@@ -255,8 +255,9 @@ let
           let
             declared = unique (map (d: elemAt d.path (length path)) below);
             names = unique (namesOf (map strip pushed) ++ declared);
-            strict =
-              any (d: length d.path == length path + 1) below && !(any (f: f == path) freeform);
+            # As in nixpkgs, a name nothing declares is an error at any depth (thresholds.fre.warning
+            # as much as thresholds.load.warnin), except where `freeform` allows it.
+            strict = !(any (f: f == path) freeform);
             unknown = filter (n: !(any (d: d == n) declared)) names;
           in
           if strict && unknown != [ ] then
@@ -276,7 +277,10 @@ let
         else if all isList values then
           concatLists values
         else if all isPlainAttrs values then
-          genAttrs (unique (namesOf values)) (n: build (path ++ [ n ]))
+          # A name whose every definition sits under a false mkIf is not there (nixpkgs' attrsOf).
+          genAttrs (filter (n: definitionsAt (path ++ [ n ]) != [ ]) (unique (namesOf values))) (
+            n: build (path ++ [ n ])
+          )
         else if all (v: v == head values) values then
           head values
         else
