@@ -150,16 +150,24 @@ function walk(dir: string): string[] {
 }
 
 const ID_FIELD = /\bid: ["'`]([a-z0-9-]+)\/[a-z0-9-]+["'`]/g;
+/** `finding("area/slug", ...)` calls (lib/findings.ts), the first argument possibly on the next line. */
+const FINDING_CALL = /\bfinding\(\s*["'`]([a-z0-9-]+)\/[a-z0-9-]+["'`]/g;
 const LITERAL = /["'`]([a-z0-9]+(?:-[a-z0-9]+)*)\/([a-z0-9]+(?:-[a-z0-9]+)*)["'`]/g;
 
-/** Finding ids in code: string literals `"area/slug"` whose area is used in some `id:` field. */
+/**
+ * Finding ids in code: string literals `"area/slug"` whose area is used in some `id:` field or as the
+ * first argument of some `finding(...)` call.
+ */
 function codeIds(): Set<string> {
   const texts = [...walk(`${ROOT}lib`), ...walk(`${ROOT}scripts`)].map((file) =>
     // JSDoc examples are not emitted findings.
     Deno.readTextFileSync(file).replace(/^\s*\*.*$/gm, "")
   );
   const areas = new Set<string>();
-  for (const text of texts) for (const m of text.matchAll(ID_FIELD)) areas.add(m[1]!);
+  for (const text of texts) {
+    for (const m of text.matchAll(ID_FIELD)) areas.add(m[1]!);
+    for (const m of text.matchAll(FINDING_CALL)) areas.add(m[1]!);
+  }
   const ids = new Set<string>();
   for (const text of texts) {
     for (const m of text.matchAll(LITERAL)) if (areas.has(m[1]!)) ids.add(`${m[1]}/${m[2]}`);
@@ -167,16 +175,19 @@ function codeIds(): Set<string> {
   return ids;
 }
 
+/** Ids documented in the first cell of a table row (`| \`id\` |`) or at the start of a bullet (`- \`id\``). */
+const DOCUMENTED_ID = /^(?:\|\s*|\s*[-*]\s+)`([a-z0-9-]+\/[a-z0-9._-]+)`/gm;
+
 function documentedIds(): Set<string> {
   const ids = new Set<string>();
   for (const page of PAGES.filter((p) => p.startsWith("runbook/"))) {
     const text = Deno.readTextFileSync(`${ROOT}${page}`);
-    for (const m of text.matchAll(/^\|\s*`([a-z0-9-]+\/[a-z0-9._-]+)`/gm)) ids.add(m[1]!);
+    for (const m of text.matchAll(DOCUMENTED_ID)) ids.add(m[1]!);
   }
   return ids;
 }
 
-Deno.test("every finding id the code can emit is documented in a runbook findings table", () => {
+Deno.test("every finding id the code can emit is documented in a runbook findings table or list", () => {
   const documented = documentedIds();
   assert.deepEqual([...codeIds()].filter((id) => !documented.has(id)).sort(), []);
 });
