@@ -5,6 +5,10 @@
  * nix commands fail or the log is so large that `nix-store -l` would load it whole into memory.
  * Each attempt is recorded, so a missing log comes with the reason.
  *
+ * Nix keeps a log under the name of the derivation that was built, never under an output's name:
+ * for an output path, the deriver is asked on the same host first (`nix-store --query --deriver`)
+ * and its `.drv` names the log files; an output whose deriver is unknown there has no log to find.
+ *
  * `nix log --store ssh-ng://host` cannot serve logs (`getBuildLogExact` is not supported), so a
  * builder's copy is read by running these commands on the builder over ssh.
  *
@@ -13,7 +17,13 @@
 
 import { formatBytes } from "./meminfo.ts";
 import { readEffectiveConfig } from "./nix_config.ts";
-import { buildLogFiles, DEFAULT_LOG_DIR, type StorePath } from "./store_path.ts";
+import {
+  buildLogFiles,
+  DEFAULT_LOG_DIR,
+  parseStorePath,
+  type StorePath,
+  storePathProblem,
+} from "./store_path.ts";
 import type { FileInfo, RunResult, StreamedRun, Target } from "./target.ts";
 import { describeFailure, TargetError } from "./target.ts";
 
@@ -24,7 +34,8 @@ export type LogMethod =
   | "log file"
   | "compressed log file"
   | "standard input"
-  | "ssh connection";
+  | "ssh connection"
+  | "nix-store --query --deriver";
 
 /** What one attempt to read the log gave. */
 export interface LogAttempt {
@@ -85,6 +96,10 @@ export interface OpenLogResult {
   attempts: LogAttempt[];
   /** Whether the host could not be reached at all. */
   unreachable: boolean;
+  /** For an output path: the derivation the host says built it (whose log was looked for). */
+  deriver?: StorePath;
+  /** For an output path: what the host's `nix-store --query --deriver` said. */
+  deriverLookup?: DeriverLookup["kind"];
 }
 
 /**
@@ -461,8 +476,132 @@ async function tryFile(
   return tried;
 }
 
+/** What a host's `nix-store --query --deriver` said about an output path. */
+export type DeriverLookup =
+  /** The derivation that built it (its `.drv` need not be in that store). */
+  | { kind: "known"; drv: StorePath }
+  /** `unknown-deriver`: the store records no derivation for the path. */
+  | { kind: "unknown" }
+  /** The path is not valid in that store. */
+  | { kind: "not-in-store"; detail: string }
+  /** No answer: unreachable, time-out, no nix-store, not captured, unexpected output. */
+  | { kind: "failed"; failure: RunResult["failure"]; detail: string };
+
+/** Options for {@link queryDeriver}. */
+export interface DeriverOptions {
+  /** The `nix-store` program on this host (default `nix-store`, from PATH). */
+  nixStore?: string;
+  /** Time-out in milliseconds (default 20 000). */
+  timeoutMs?: number;
+}
+
 /**
- * Opens a derivation's build log on one host, trying each source in turn.
+ * Asks a host which derivation built an output path (`nix-store --query --deriver PATH`, an argv,
+ * run through the target with a time-out). What the host prints is validated as a `.drv` store
+ * path before it is used.
+ *
+ * @example
+ * ```ts
+ * import { queryDeriver } from "./build_log.ts";
+ * import { SnapshotTarget } from "./snapshot_target.ts";
+ * import { parseStorePath } from "./store_path.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const out = "/nix/store/3bdfhjw97828dc0hnk9ckc7hy17740xy-dx-ok";
+ * const target = new SnapshotTarget({
+ *   meta: { host: "b1", collected_at: "2026-11-25T00:00:00Z", tool: "t" },
+ *   commands: [{
+ *     argv: ["nix-store", "--query", "--deriver", out],
+ *     code: 0,
+ *     stdout: "/nix/store/kbwg07fi7rridp3kqhwhbpvmhsqfs0fy-dx-ok.drv\n",
+ *     stderr: "",
+ *   }],
+ *   paths: {},
+ *   files: {},
+ * });
+ * const found = await queryDeriver(target, parseStorePath(out));
+ * assert.equal(found.kind === "known" && found.drv.name, "dx-ok.drv");
+ * ```
+ */
+export async function queryDeriver(
+  target: Target,
+  output: StorePath,
+  options: DeriverOptions = {},
+): Promise<DeriverLookup> {
+  const argv = [options.nixStore ?? "nix-store", "--query", "--deriver", output.path];
+  const result = await target.run(target.kind === "ssh" ? withRemotePath(argv) : argv, {
+    timeoutMs: options.timeoutMs ?? 20_000,
+  });
+  if (result.failure !== undefined) {
+    return { kind: "failed", failure: result.failure, detail: describeFailure(argv, result) };
+  }
+  if (result.code !== 0) {
+    if (/is not valid|does not exist|not in the Nix store/.test(result.stderr)) {
+      return {
+        kind: "not-in-store",
+        detail: lastLine(result.stderr).replace(/^error: /, "") ||
+          `${output.path} is not in the store`,
+      };
+    }
+    return { kind: "failed", failure: undefined, detail: describeFailure(argv, result) };
+  }
+  const printed = result.stdout.trim();
+  if (printed === "unknown-deriver") return { kind: "unknown" };
+  const problem = storePathProblem(printed);
+  if (problem !== null || !printed.endsWith(".drv")) {
+    return {
+      kind: "failed",
+      failure: undefined,
+      detail: `'${argv.join(" ")}' printed ${
+        JSON.stringify(printed.slice(0, 200))
+      }, not a .drv store path`,
+    };
+  }
+  return { kind: "known", drv: parseStorePath(printed) };
+}
+
+/** The attempt recording a deriver lookup that gave no derivation. */
+function deriverAttempt(
+  target: Target,
+  output: StorePath,
+  lookup: Exclude<DeriverLookup, { kind: "known" }>,
+): LogAttempt {
+  const base = { host: target.host, method: "nix-store --query --deriver" as const };
+  switch (lookup.kind) {
+    case "unknown":
+      return {
+        ...base,
+        outcome: "absent",
+        detail: `${output.baseName} has no known deriver (unknown-deriver): no derivation's log ` +
+          "to look for",
+      };
+    case "not-in-store":
+      return { ...base, outcome: "absent", detail: lookup.detail };
+    case "failed":
+      return {
+        ...base,
+        outcome: lookup.failure === "not-captured"
+          ? "not-captured"
+          : lookup.failure === "unreachable"
+          ? "unreachable"
+          : "failed",
+        detail: `${lookup.detail}: the log files cannot be named without the deriver`,
+      };
+  }
+}
+
+function unreachableAttempt(host: string, why: string): LogAttempt {
+  return {
+    host,
+    method: "ssh connection",
+    outcome: "unreachable",
+    detail: why.trim().split("\n").at(-1) || "ssh failed",
+  };
+}
+
+/**
+ * Opens a derivation's build log on one host, trying each source in turn. For an output path, the
+ * host is asked for its deriver first, and the log files are those of that `.drv`.
  *
  * @example A log on this machine (the file, when `nix-store -l` has none)
  * ```ts
@@ -488,27 +627,55 @@ export async function openBuildLog(
 ): Promise<OpenLogResult> {
   const attempts: LogAttempt[] = [];
   const timeoutMs = options.timeoutMs ?? 600_000;
-  const files = buildLogFiles(drv, logDirFor(target, options.logDir));
+  const nixStore = options.nixStore ?? "nix-store";
   const large = options.largeFileBytes ?? 64 << 20;
 
+  // Logs are kept under the derivation's name: an output path needs its deriver on this host.
+  let logDrv: StorePath | undefined = drv;
+  let deriver: StorePath | undefined;
+  let deriverLookup: DeriverLookup["kind"] | undefined;
+  if (!drv.isDerivation) {
+    const lookup = await queryDeriver(target, drv, {
+      nixStore,
+      timeoutMs: Math.min(timeoutMs, 30_000),
+    });
+    if (lookup.kind === "failed" && lookup.failure === "unreachable") {
+      const why = /could not reach the host: (.*)$/s.exec(lookup.detail)?.[1] ?? lookup.detail;
+      attempts.push(unreachableAttempt(target.host, why));
+      return { attempts, unreachable: true };
+    }
+    deriverLookup = lookup.kind;
+    if (lookup.kind === "known") {
+      logDrv = deriver = lookup.drv;
+    } else {
+      logDrv = undefined;
+      attempts.push(deriverAttempt(target, drv, lookup));
+    }
+  }
+  const found = (log: OpenedLog): OpenLogResult => ({
+    log,
+    attempts,
+    unreachable: false,
+    ...(deriver !== undefined ? { deriver } : {}),
+    ...(deriverLookup !== undefined ? { deriverLookup } : {}),
+  });
+  const files = logDrv === undefined
+    ? undefined
+    : buildLogFiles(logDrv, logDirFor(target, options.logDir));
+
   // The files first: they tell whether the host answers, and whether the log is large.
-  const plain = await statOrNull(target, files.plain);
+  const plain = files === undefined ? null : await statOrNull(target, files.plain);
   if (plain instanceof TargetError && plain.failure === "unreachable") {
     const why = /could not reach the host: (.*)$/s.exec(plain.message)?.[1] ?? plain.message;
-    attempts.push({
-      host: target.host,
-      method: "ssh connection",
-      outcome: "unreachable",
-      detail: why.trim().split("\n").at(-1) ?? why,
-    });
+    attempts.push(unreachableAttempt(target.host, why));
     return { attempts, unreachable: true };
   }
-  const bz2 = await statOrNull(target, files.bz2);
+  const bz2 = files === undefined ? null : await statOrNull(target, files.bz2);
   const candidates: { path: string; info: FileInfo; compressed: boolean }[] = [];
-  if (plain !== null && !(plain instanceof TargetError)) {
+  if (files !== undefined && plain !== null && !(plain instanceof TargetError)) {
     candidates.push({ path: files.plain, info: plain, compressed: false });
   }
-  if (bz2 !== null && !(bz2 instanceof TargetError)) {
+  if (files !== undefined && bz2 !== null && !(bz2 instanceof TargetError)) {
     candidates.push({ path: files.bz2, info: bz2, compressed: true });
   }
   const tried = new Set<string>();
@@ -529,10 +696,11 @@ export async function openBuildLog(
         "does not load it whole into memory",
     });
     const log = await fileAttempt(big);
-    if (log) return { log, attempts, unreachable: false };
+    if (log) return found(log);
   }
 
-  const nixStore = options.nixStore ?? "nix-store";
+  // Nix resolves an output path's deriver itself here (and `nix log` through a substituter's
+  // narinfo), so the path given is passed on as it is.
   const viaNixStore = await tryStream(
     target,
     [nixStore, "-l", drv.path],
@@ -540,21 +708,28 @@ export async function openBuildLog(
     timeoutMs,
   );
   attempts.push(viaNixStore.attempt);
-  if (viaNixStore.log) return { log: viaNixStore.log, attempts, unreachable: false };
+  if (viaNixStore.log) return found(viaNixStore.log);
   if (viaNixStore.attempt.outcome === "unreachable") return { attempts, unreachable: true };
 
   if (options.nixLog) {
     const argv = ["nix", "--extra-experimental-features", "nix-command", "log", drv.path];
     const viaNixLog = await tryStream(target, argv, "nix log", timeoutMs);
     attempts.push(viaNixLog.attempt);
-    if (viaNixLog.log) return { log: viaNixLog.log, attempts, unreachable: false };
+    if (viaNixLog.log) return found(viaNixLog.log);
   }
 
   for (const candidate of candidates) {
     if (tried.has(candidate.path)) continue;
     const log = await fileAttempt(candidate);
-    if (log) return { log, attempts, unreachable: false };
+    if (log) return found(log);
   }
+  const notFound: OpenLogResult = {
+    attempts,
+    unreachable: false,
+    ...(deriver !== undefined ? { deriver } : {}),
+    ...(deriverLookup !== undefined ? { deriverLookup } : {}),
+  };
+  if (files === undefined) return notFound; // no deriver: the attempt above says why
   if (plain instanceof TargetError && plain.failure === "not-captured") {
     // A snapshot may hold a copy of the plain log without a recorded stat.
     const text = await target.readFile(files.plain).catch(() => null);
@@ -565,18 +740,14 @@ export async function openBuildLog(
         outcome: "served",
         detail: `the snapshot's copy of ${files.plain}`,
       });
-      return {
-        log: {
-          host: target.host,
-          method: "log file",
-          path: files.plain,
-          ...textViews(text),
-          done: Promise.resolve({ ok: true, detail: "" }),
-          kill: () => {},
-        },
-        attempts,
-        unreachable: false,
-      };
+      return found({
+        host: target.host,
+        method: "log file",
+        path: files.plain,
+        ...textViews(text),
+        done: Promise.resolve({ ok: true, detail: "" }),
+        kill: () => {},
+      });
     }
   }
   if (candidates.length === 0) {
@@ -588,7 +759,7 @@ export async function openBuildLog(
       detail: why ? why.message : `neither ${files.plain} nor ${files.bz2} exists`,
     });
   }
-  return { attempts, unreachable: false };
+  return notFound;
 }
 
 /** Options for {@link explainMissingLog}. */
@@ -601,7 +772,9 @@ export interface MissingLogOptions {
 
 /**
  * Why a host has no log of a derivation, where that can be known: `keep-build-log = false`, the
- * derivation not in its store, or its outputs valid without a log (substituted or copied).
+ * derivation not in its store, or its outputs valid without a log (substituted or copied). For an
+ * output path: not in the store, no known deriver (not built from a derivation there), or a
+ * deriver whose `.drv` is not in the store (substituted or copied), then as for the derivation.
  *
  * @example
  * ```ts
@@ -640,6 +813,45 @@ export async function explainMissingLog(
     );
   }
   const nixStore = options.nixStore ?? "nix-store";
+  if (drv.isDerivation) {
+    reasons.push(...await explainDerivation(target, drv, undefined, nixStore, timeoutMs));
+    return reasons;
+  }
+  const lookup = await queryDeriver(target, drv, { nixStore, timeoutMs });
+  switch (lookup.kind) {
+    case "failed":
+      break; // nix-store cannot tell (missing, unreachable, not captured)
+    case "not-in-store":
+      reasons.push(
+        `${drv.baseName} is not in ${target.host}'s store (not built or substituted there, or ` +
+          "garbage-collected)",
+      );
+      break;
+    case "unknown":
+      reasons.push(
+        `${drv.baseName} has no known deriver on ${target.host} ('nix-store --query --deriver' ` +
+          "prints unknown-deriver): Nix did not build it there from a derivation, so there is no " +
+          "build log to find; it was added to the store directly (nix-store --add, a local path " +
+          "or a builtins.fetch* result in a Nix expression), or copied from a store that did not " +
+          "record a deriver either (a binary cache's narinfo, nix copy and nix-store --export " +
+          "normally carry it)",
+      );
+      break;
+    case "known":
+      reasons.push(...await explainDerivation(target, lookup.drv, drv, nixStore, timeoutMs));
+      break;
+  }
+  return reasons;
+}
+
+/** The derivation half of {@link explainMissingLog}; `output` is the output path asked about. */
+async function explainDerivation(
+  target: Target,
+  drv: StorePath,
+  output: StorePath | undefined,
+  nixStore: string,
+  timeoutMs: number,
+): Promise<string[]> {
   const onHost = (argv: string[]) => target.kind === "ssh" ? withRemotePath(argv) : argv;
   const validity = await target.run(onHost([nixStore, "--check-validity", drv.path]), {
     timeoutMs,
@@ -647,41 +859,42 @@ export async function explainMissingLog(
   if (
     validity.failure !== undefined || (validity.code !== 0 && !/is not valid/.test(validity.stderr))
   ) {
-    return reasons; // nix-store cannot tell (missing, unreachable, not captured)
+    return []; // nix-store cannot tell (missing, unreachable, not captured)
   }
   if (validity.code !== 0) {
-    reasons.push(
-      drv.isDerivation
-        ? `${drv.baseName} is not in ${target.host}'s store (instantiated elsewhere, or garbage-collected)`
-        : `${drv.baseName} is not in ${target.host}'s store`,
-    );
-    return reasons;
+    return [
+      output !== undefined
+        ? `${output.baseName} is in ${target.host}'s store but its derivation ${drv.baseName} ` +
+          "is not: the output was substituted from a binary cache or copied from another machine " +
+          "(the deriver's name travels with a store path; the .drv and its build log do not), or " +
+          "the .drv was garbage-collected"
+        : `${drv.baseName} is not in ${target.host}'s store (instantiated elsewhere, or garbage-collected)`,
+    ];
   }
-  if (!drv.isDerivation) return reasons;
   const outputs = await target.run(onHost([nixStore, "--query", "--outputs", drv.path]), {
     timeoutMs,
   });
-  if (outputs.code !== 0 || outputs.failure) return reasons;
+  if (outputs.code !== 0 || outputs.failure) return [];
   const paths = outputs.stdout.split("\n").map((l) => l.trim()).filter((l) => l !== "");
-  if (paths.length === 0) return reasons;
+  if (paths.length === 0) return [];
   const valid = await target.run(
     onHost([nixStore, "--check-validity", "--print-invalid", ...paths]),
     {
       timeoutMs,
     },
   );
-  if (valid.failure) return reasons;
+  if (valid.failure) return [];
   const invalid = valid.stdout.split("\n").filter((l) => l.trim() !== "");
   if (valid.code === 0 && invalid.length === 0) {
-    reasons.push(
-      `its outputs are valid on ${target.host} but there is no log: they were substituted from a ` +
-        "binary cache or copied from another machine (logs do not travel with store paths)",
-    );
-  } else {
-    reasons.push(
-      `${target.host} has the derivation but not its outputs and no log: it was not built there ` +
-        "(a dependency failed first, or the build never started), or the log was deleted",
-    );
+    return [
+      `${
+        output !== undefined ? `the outputs of its derivation ${drv.baseName}` : "its outputs"
+      } are valid on ${target.host} but there is no log: they were substituted from a ` +
+      "binary cache or copied from another machine (logs do not travel with store paths)",
+    ];
   }
-  return reasons;
+  return [
+    `${target.host} has the derivation but not its outputs and no log: it was not built there ` +
+    "(a dependency failed first, or the build never started), or the log was deleted",
+  ];
 }

@@ -74,8 +74,18 @@ export interface DrvLogResult {
   subject: string;
   /** The derivation (or output path) asked about; absent for a given log file. */
   drv?: StorePath;
+  /** For an output path: the derivation the host that served the log says built it. */
+  deriver?: StorePath;
   /** Where the log was read, when it was. */
-  found?: { host: string; label: string; method: LogMethod; path?: string; description: string };
+  found?: {
+    host: string;
+    label: string;
+    method: LogMethod;
+    path?: string;
+    description: string;
+    /** For an output path: the `.drv` whose log this is (`nix-store --query --deriver` there). */
+    deriver?: string;
+  };
   /** What one pass over it found (absent for `raw`). */
   scan?: LogScan;
   /** For `raw`: bytes and lines passed through. */
@@ -103,7 +113,9 @@ function describeSource(host: string, method: LogMethod, path: string | undefine
 }
 
 /**
- * Finds and reads one derivation's log from the first source that has it.
+ * Finds and reads one derivation's log from the first source that has it. An output path is
+ * resolved to its deriver on each host ({@link openBuildLog}); when none has the log, each host
+ * that answered says why ({@link explainMissingLog}).
  *
  * @example A log file on this machine, the failure view
  * ```ts
@@ -131,6 +143,7 @@ export async function readDrvLog(
   const result: DrvLogResult = { subject: drv.path, drv, attempts: [], reasons: [], findings: [] };
   const timeoutMs = options.timeoutMs ?? 600_000;
   const answered: LogSource[] = [];
+  let everyDeriverUnknown = !drv.isDerivation;
   const unreachable: { label: string; detail: string }[] = [];
   for (const source of sources) {
     const label = source.label ?? source.target.host;
@@ -146,14 +159,17 @@ export async function readDrvLog(
       continue;
     }
     answered.push(source);
+    if (opened.deriverLookup !== "unknown") everyDeriverUnknown = false;
     const log = opened.log;
     if (log === undefined) continue;
+    if (opened.deriver !== undefined) result.deriver = opened.deriver;
     result.found = {
       host: log.host,
       label,
       method: log.method,
       description: describeSource(label, log.method, log.path),
       ...(log.path !== undefined ? { path: log.path } : {}),
+      ...(opened.deriver !== undefined ? { deriver: opened.deriver.path } : {}),
     };
     await consume(result, log, options);
     result.findings.push(...foundFindings(result, label));
@@ -209,6 +225,10 @@ export async function readDrvLog(
     ].join("\n"),
     fix: someUnreachable
       ? "Fix the connection first (scripts/verify_offload.ts), or rerun with a longer --timeout"
+      : everyDeriverUnknown && answered.length > 0
+      ? "Nothing to fetch: no derivation built this path (it was added or fetched, not built). " +
+        "For a package's log, pass its .drv (nix path-info --derivation, nix-instantiate) or the " +
+        "failed build's output (--from-build-output)"
       : "Look on the machine that built it (--host BUILDER, or --builders for every builder in " +
         "the machines file); check keep-build-log (scripts/show_config.ts --key keep-build-log)",
     data: { drv: drv.path, attempts: result.attempts, reasons: result.reasons },
@@ -409,10 +429,13 @@ function foundFindings(result: DrvLogResult, label: string): Finding[] {
     id: "log/found",
     status: "ok",
     summary: result.drv
-      ? `log of ${result.drv.baseName} from ${found.description}${size}`
+      ? `log of ${result.drv.baseName}${
+        result.deriver !== undefined ? ` (built by ${result.deriver.baseName})` : ""
+      } from ${found.description}${size}`
       : `log ${found.description}${size}`,
     data: {
       subject: result.subject,
+      ...(result.deriver !== undefined ? { deriver: result.deriver.path } : {}),
       host: found.host,
       method: found.method,
       ...(found.path !== undefined ? { path: found.path } : {}),

@@ -140,3 +140,46 @@ labTest(
     );
   },
 );
+
+labTest(
+  "drv_log.ts reads a builder's log of an output path from its deriver's .bz2 file over ssh",
+  async () => {
+    await using lab = await startLab({ builders: 1 });
+    await lab.builders[0]!.setMachine({ protocol: "ssh-ng" });
+    const nonce = crypto.randomUUID().slice(0, 8);
+    const script = `echo 'Running phase: installPhase'; echo 'built ${nonce}'; echo out > $out`;
+    const result = await lab.controller.exec([
+      "nix-build",
+      "--no-out-link",
+      "-E",
+      `derivation { name = "drvlog-lab-out-${nonce}"; system = "x86_64-linux"; ` +
+      `builder = "/bin/sh"; args = [ "-c" ${JSON.stringify(script)} ]; }`,
+    ], { timeoutMs: 120_000 });
+    assert.equal(result.code, 0, result.stderr);
+    const drv = /building '(\/nix\/store\/[^']+\.drv)' on 'ssh-ng:\/\/builder1'/.exec(result.stderr)
+      ?.[1];
+    assert.ok(drv, result.stderr);
+    const out = result.stdout.trim();
+    const target = new SshTarget("builder1", { sshArgs: [...lab.sshOptions], timeoutMs: 30_000 });
+    try {
+      // Every log counts as large: nix-store -l is skipped and the file is read directly, which
+      // needs the deriver's name (asked on the builder), not the output's.
+      const opened = await openBuildLog(target, parseStorePath(out), { largeFileBytes: 4 });
+      assert.equal(opened.deriver?.path, drv);
+      assert.equal(opened.log?.method, "compressed log file");
+      const base = drv.slice("/nix/store/".length);
+      assert.equal(
+        opened.log?.path,
+        `/nix/var/log/nix/drvs/${base.slice(0, 2)}/${base.slice(2)}.bz2`,
+      );
+      assert.equal(opened.attempts[0]!.outcome, "skipped");
+      assert.equal(
+        await new Response(opened.log!.stream).text(),
+        `Running phase: installPhase\nbuilt ${nonce}\n`,
+      );
+      assert.deepEqual(await opened.log!.done, { ok: true, detail: "" });
+    } finally {
+      await target.close();
+    }
+  },
+);

@@ -4,6 +4,9 @@
  * script is pointed at that store with `NIX_CONFIG` and `--log-dir`.
  */
 import assert from "node:assert/strict";
+import { openBuildLog } from "../lib/build_log.ts";
+import { LocalTarget } from "../lib/local_target.ts";
+import { parseStorePath } from "../lib/store_path.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SCRIPT = `${ROOT}scripts/drv_log.ts`;
@@ -68,6 +71,18 @@ in rec {
     args = [ "-c" "echo built fine; echo out > $out" ];
   };
   plain = mk "drvlog-plain" "echo plain log line; exit 1";
+  movedlog = derivation {
+    name = "drvlog-out-moved-log";
+    system = "x86_64-linux";
+    builder = "/bin/sh";
+    args = [ "-c" "echo 'Running phase: installPhase'; echo built by the deriver; echo out > $out" ];
+  };
+  substituted = derivation {
+    name = "drvlog-out-substituted";
+    system = "x86_64-linux";
+    builder = "/bin/sh";
+    args = [ "-c" "echo built in another store; echo out > $out" ];
+  };
   nokeep = mk "drvlog-nokeep" "echo lost; exit 1";
 }
 `;
@@ -332,6 +347,163 @@ test("drv_log.ts reads the log of an output path through its deriver", async () 
   const run = await drvLog([out]);
   assert.equal(run.code, 0, run.stdout);
   assert.match(run.stdout, /1 │ built fine/);
+});
+
+let movedPromise: Promise<{ out: string; drv: string; moved: string; rel: string }> | undefined;
+
+/**
+ * Builds `movedlog` and moves its log out of the store's log directory (once): nix-store -l no
+ * longer finds it; the file under the returned directory is named after the .drv, never the output.
+ */
+function movedLog(): Promise<{ out: string; drv: string; moved: string; rel: string }> {
+  movedPromise ??= (async () => {
+    const { stdout, output, code, drv } = await build("movedlog");
+    assert.equal(code, 0, output);
+    const out = stdout.trim();
+    assert.match(out, /^\/nix\/store\/[0-9a-z]{32}-drvlog-out-moved-log$/);
+    assert.match(drv, /-drvlog-out-moved-log\.drv$/);
+    const base = drv.slice("/nix/store/".length);
+    const rel = `drvs/${base.slice(0, 2)}/${base.slice(2)}.bz2`;
+    const moved = `${await store()}/moved-logs`;
+    await Deno.mkdir(`${moved}/drvs/${base.slice(0, 2)}`, { recursive: true });
+    await Deno.rename(`${await logDir()}/${rel}`, `${moved}/${rel}`);
+    const direct = await new Deno.Command("nix-store", {
+      args: ["-l", out],
+      env: { NIX_CONFIG: `store = ${await store()}/store` },
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    assert.notEqual(direct.code, 0, "nix-store -l still finds the moved log");
+    return { out, drv, moved, rel };
+  })();
+  return movedPromise;
+}
+
+test("drv_log.ts serves an output path's log from its deriver's log file when nix-store -l cannot", async () => {
+  const { out, drv, moved, rel } = await movedLog();
+  const base = drv.slice("/nix/store/".length);
+  const run = await drvLog([out, "--log-dir", moved, "--verbose"]);
+  assert.equal(run.code, 0, run.stdout + run.stderr);
+  assert.match(run.stdout, new RegExp(`log: ${moved}/${rel} on localhost · 2 lines`));
+  assert.match(run.stdout, /2 │ built by the deriver/);
+  assert.match(
+    run.stdout,
+    new RegExp(`log/found {2}log of ${out.slice(11)} \\(built by ${base}\\) from ${moved}/${rel}`),
+  );
+  assert.match(
+    run.stdout,
+    /localhost · nix-store -l: absent: build log of derivation '.*' is not available/,
+  );
+  const json = JSON.parse((await drvLog([out, "--log-dir", moved, "--json"])).stdout);
+  assert.equal(json.data.logs[0].found.deriver, drv);
+  assert.equal(json.data.logs[0].found.method, "compressed log file");
+});
+
+test("openBuildLog() reads a large log of an output path directly from its deriver's file", async () => {
+  const { out: outPath, drv, moved, rel } = await movedLog();
+  const out = parseStorePath(outPath);
+  const previous = Deno.env.get("NIX_CONFIG");
+  Deno.env.set("NIX_CONFIG", `store = ${await store()}/store\nsubstituters =`);
+  try {
+    const opened = await openBuildLog(new LocalTarget(), out, {
+      logDir: moved,
+      largeFileBytes: 4, // every log counts as large: nix-store -l is skipped
+      timeoutMs: 30_000,
+    });
+    assert.equal(opened.deriver?.path, drv);
+    assert.equal(opened.log?.method, "compressed log file");
+    assert.equal(opened.log?.path, `${moved}/${rel}`);
+    assert.equal(opened.attempts[0]?.method, "nix-store -l");
+    assert.equal(opened.attempts[0]?.outcome, "skipped");
+    assert.equal(
+      await new Response(opened.log!.stream).text(),
+      "Running phase: installPhase\nbuilt by the deriver\n",
+    );
+  } finally {
+    if (previous === undefined) Deno.env.delete("NIX_CONFIG");
+    else Deno.env.set("NIX_CONFIG", previous);
+  }
+});
+
+test("drv_log.ts says an output path without a known deriver has no build log (exit 2)", async () => {
+  const dir = await store();
+  await Deno.writeTextFile(`${dir}/added.txt`, "not built by any derivation\n");
+  const add = await new Deno.Command("nix-store", {
+    args: ["--add", `${dir}/added.txt`],
+    env: { NIX_CONFIG: `store = ${dir}/store` },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(add.code, 0, new TextDecoder().decode(add.stderr));
+  const added = new TextDecoder().decode(add.stdout).trim();
+  assert.match(added, /^\/nix\/store\/[0-9a-z]{32}-added\.txt$/);
+
+  const run = await drvLog([added]);
+  assert.equal(run.code, 2, run.stdout + run.stderr);
+  assert.match(
+    run.stdout,
+    /CRITICAL {2}log\/not-available {2}build log of .*-added\.txt is not available on localhost/,
+  );
+  assert.match(
+    run.stdout,
+    /-added\.txt has no known deriver on localhost \('nix-store --query --deriver' prints unknown-deriver\): Nix did not build it there from a derivation/,
+  );
+  assert.match(
+    run.stdout,
+    /localhost · nix-store --query --deriver: absent: .*-added\.txt has no known deriver \(unknown-deriver\)/,
+  );
+  // No log file is looked for under the output's own name.
+  assert.doesNotMatch(run.stdout, /log file: absent: neither/);
+  assert.match(run.stdout, /fix: Nothing to fetch: no derivation built this path/);
+});
+
+test("drv_log.ts says a substituted output path's derivation is not in the store (exit 2)", async () => {
+  const { stdout, code, drv } = await build("substituted");
+  assert.equal(code, 0);
+  const out = stdout.trim();
+  const dir = await store();
+  const nix = async (args: string[]) => {
+    const r = await new Deno.Command("nix", {
+      args: ["--extra-experimental-features", "nix-command", ...args],
+      env: { NIX_CONFIG: "substituters =" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+  };
+  // Through a binary cache into a second store, as a substitution does: the narinfo carries the
+  // deriver's name, not the .drv and not the log.
+  await nix(["copy", "--from", `${dir}/store`, "--to", `file://${dir}/cache`, out]);
+  await nix([
+    "copy",
+    "--no-check-sigs",
+    "--from",
+    `file://${dir}/cache`,
+    "--to",
+    `${dir}/store2`,
+    out,
+  ]);
+
+  const run = await drvLog([out], {
+    env: { NIX_CONFIG: `store = ${dir}/store2\nsubstituters =` },
+  });
+  assert.equal(run.code, 2, run.stdout + run.stderr);
+  assert.match(
+    run.stdout,
+    new RegExp(
+      `${out.slice(11)} is in localhost's store but its derivation ${
+        drv.slice(11).replaceAll(".", "\\.")
+      } is not: the output was substituted from a binary cache or copied from another machine`,
+    ),
+  );
+  assert.match(
+    run.stdout,
+    new RegExp(
+      `localhost · log file: absent: neither .*/drvs/${drv.slice(11, 13)}/${
+        drv.slice(13).replaceAll(".", "\\.")
+      } nor`,
+    ),
+  );
 });
 
 test("drv_log.ts refuses a hostile store path before running anything, in one line, exit 3", async () => {
