@@ -24,7 +24,9 @@
  *
  * A build process is one whose uid is a build user (`nixbld*`, the `nixbld` group, or the
  * `auto-allocate-uids` range from 872415232), or a descendant of a `nix-daemon`, `nix-store`,
- * `nix`, `nix-build` or `nix-shell` process (single-user installs build as the daemon's user).
+ * `nix`, `nix-build` or `nix-shell` process (single-user installs build as the daemon's user), or
+ * one whose cgroup is the daemon's or a build's (see {@link nixCgroupOf}): what still catches a
+ * build that runs as root and has left the Nix process tree (daemonized, re-parented).
  * `emulated` is the architecture when the process runs under a binfmt_misc qemu interpreter
  * (its command line starts with the interpreter: `/usr/libexec/qemu-binfmt/aarch64-binfmt-P`,
  * NixOS `/run/binfmt/aarch64-linux`, `/usr/bin/qemu-aarch64-static`), else `-`. Its comm stays the
@@ -50,6 +52,118 @@ import { parsePressure, stallPercent } from "./psi.ts";
  */
 export const SAMPLER_PROTOCOL = 1;
 
+/** One line of `/proc/<pid>/cgroup`: `hierarchy-ID:controller-list:cgroup-path`. */
+export interface CgroupMembership {
+  /** The hierarchy id: `0` for the cgroup v2 (unified) hierarchy, 1 and up for v1 ones. */
+  hierarchy: number;
+  /** The v1 controllers bound to it (`["cpu", "cpuacct"]`, `["name=systemd"]`); `[]` for v2. */
+  controllers: string[];
+  /** The cgroup, relative to the hierarchy's root (or to the cgroup namespace's root). */
+  path: string;
+}
+
+/**
+ * Parses the text of `/proc/<pid>/cgroup` (cgroups(7)): one line per hierarchy, the v2 line
+ * `0::/path` alone on a v2-only machine, v1 lines before it on a hybrid one. The path may itself
+ * contain `:`; a line that is not `ID:controllers:/path` is a {@link ParseError}.
+ *
+ * @example
+ * ```ts
+ * import { parseProcCgroup } from "./watch.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(parseProcCgroup("9:name=systemd:/system.slice/nix-daemon.service\n0::/\n"), [
+ *   { hierarchy: 9, controllers: ["name=systemd"], path: "/system.slice/nix-daemon.service" },
+ *   { hierarchy: 0, controllers: [], path: "/" },
+ * ]);
+ * assert.throws(() => parseProcCgroup("garbage\n"), /cgroup:1: expected/);
+ * ```
+ */
+export function parseProcCgroup(text: string, input = "/proc/<pid>/cgroup"): CgroupMembership[] {
+  const out: CgroupMembership[] = [];
+  text.split("\n").forEach((line, i) => {
+    if (line === "") return;
+    const m = /^(\d+):([^:]*):(\/.*)$/.exec(line);
+    if (!m) {
+      throw new ParseError(
+        input,
+        `expected 'hierarchy:controllers:/path', got '${line.slice(0, 80)}'`,
+        { line: i + 1 },
+      );
+    }
+    out.push({
+      hierarchy: Number(m[1]),
+      controllers: m[2] === "" ? [] : m[2]!.split(","),
+      path: m[3]!,
+    });
+  });
+  return out;
+}
+
+/** Why a cgroup makes its processes Nix's: see {@link nixCgroupOf}. */
+export interface NixCgroup {
+  /** `build`: one of the cgroups Nix makes for a build; `daemon`: the `nix-daemon.service` unit. */
+  role: "build" | "daemon";
+  /** The membership that matched. */
+  membership: CgroupMembership;
+}
+
+/**
+ * The cgroup components that make a process Nix's, as `sh` `case` patterns on the cgroup path
+ * (the sampler's own test: a path matches when any of them does).
+ *
+ * - `nix-daemon.service` anywhere in the path: the systemd unit of the daemon (NixOS, the Nix
+ *   installer's unit, Debian's `nix-setup-systemd`) and every cgroup below it. Without
+ *   `use-cgroups`, a build the daemon runs stays in the unit's cgroup, whatever its parent.
+ * - `nix-build-uid-<uid>` and `nix-build-pid-<pid>-<n>`: the cgroups Nix (2.12 and later, with
+ *   `use-cgroups` or a `uid-range` build) puts a build in, beside its own cgroup
+ *   (`fmt("nix-build-uid-%d", ...)` in Nix's Linux derivation builder).
+ * - `nix-build@<hash>-<uid>`: the same in Lix.
+ *
+ * @example
+ * ```ts
+ * import { NIX_CGROUP_CASE } from "./watch.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.ok(NIX_CGROUP_CASE.includes("*\/nix-daemon.service|"));
+ * ```
+ */
+export const NIX_CGROUP_CASE: string =
+  "*/nix-daemon.service|*/nix-daemon.service/*|*/nix-build-uid-[0-9]*|*/nix-build-pid-[0-9]*|" +
+  "*/nix-build@[!/]*";
+
+const BUILD_CGROUP = /^(?:nix-build-(?:uid|pid)-\d|nix-build@[^/])/;
+
+/**
+ * Whether a process's cgroups make it Nix's (the rule of {@link NIX_CGROUP_CASE}, which the
+ * sampler applies in `sh`): the first membership with a build cgroup (`nix-build-uid-<uid>`,
+ * `nix-build-pid-<pid>-<n>`, Lix's `nix-build@<hash>-<uid>`) is a `build`, else the first under
+ * `nix-daemon.service` is the `daemon`'s. `null` when none is (a login session, another service,
+ * `nix-daemon.socket`, a container's `0::/`).
+ *
+ * @example
+ * ```ts
+ * import { nixCgroupOf, parseProcCgroup } from "./watch.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const role = (text: string) => nixCgroupOf(parseProcCgroup(text))?.role ?? null;
+ * assert.equal(role("0::/system.slice/nix-daemon.service\n"), "daemon");
+ * assert.equal(role("0::/system.slice/nix-daemon.service/nix-build-uid-30001\n"), "build");
+ * assert.equal(role("0::/user.slice/user-1000.slice/session-2.scope\n"), null);
+ * ```
+ */
+export function nixCgroupOf(memberships: readonly CgroupMembership[]): NixCgroup | null {
+  let daemon: NixCgroup | null = null;
+  for (const membership of memberships) {
+    const parts = membership.path.split("/");
+    if (parts.some((c) => BUILD_CGROUP.test(c))) return { role: "build", membership };
+    if (daemon === null && parts.includes("nix-daemon.service")) {
+      daemon = { role: "daemon", membership };
+    }
+  }
+  return daemon;
+}
+
 /**
  * The sampler, a POSIX `sh` program. Arguments: `$1` seconds between samples, `$2` how many
  * samples to print before exiting (`0`: until its output is closed).
@@ -58,7 +172,9 @@ export const SAMPLER_PROTOCOL = 1;
  * its children. A process is read from `status` once, up to its `Uid:` line; one that is neither a
  * build nor a Nix process is then set aside (`K_<pid>`, no file read while it lives): it cannot
  * become a build process, except by exec'ing into `nix-store` (`ssh` runs `sh -c nix-store ...`),
- * which is caught when it forks its first child, by reading that parent's `comm` once. A Nix
+ * which is caught when it forks its first child, by reading that parent's `comm` once. Before
+ * that, a process that none of the cheaper tests (uid, parent) made a build has its `cgroup` read,
+ * once, and matched against {@link NIX_CGROUP_CASE}. A Nix
  * process costs one `comm` read per sample (it is read again only once it execs a builder). A
  * build process is read every sample, on to `VmRSS:`, and its `cmdline` once per (pid, name).
  *
@@ -151,6 +267,12 @@ o $v"; break ;; esac
               fi
             fi
             [ -z "$e" ] && [ "$u" -ge 872415232 ] && e=1
+            if [ -z "$e" ]; then
+              while IFS= read -r y; do
+                y=\${y#*:}; y=\${y#*:}
+                case $y in ${NIX_CGROUP_CASE}) e=1; break ;; esac
+              done <"$d/cgroup"
+            fi
             [ -n "$e" ] || break
             S="$S$p " w=b ;;
           VmRSS:*) rss=\${l#VmRSS:}; rss=\${rss#"\${rss%%[0-9]*}"}; rss=\${rss%%[!0-9]*}; break ;;

@@ -278,6 +278,103 @@ labTest(
   },
 );
 
+/** Where the cgroup v2 hierarchy is mounted read-write with its root (this runs as root). */
+function cgroup2Mount(): string | null {
+  for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
+    const [left, right] = line.split(" - ");
+    if (left === undefined || right === undefined) continue;
+    const f = left.split(" ");
+    if (right.split(" ")[0] === "cgroup2" && f[3] === "/" && f[5]?.split(",").includes("rw")) {
+      return f[4] ?? null;
+    }
+  }
+  return null;
+}
+
+/** Removes cgroup directories, deepest first, waiting for their members to be gone. */
+async function removeCgroups(dirs: readonly string[]): Promise<void> {
+  for (const dir of dirs.toReversed()) {
+    const deadline = Date.now() + 10_000;
+    while (true) {
+      try {
+        Deno.removeSync(dir);
+        break;
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) break;
+        if (Date.now() > deadline) throw e;
+        await sleep(100);
+      }
+    }
+  }
+}
+
+labTest(
+  "watch_builders: a build process that left the daemon's process tree is listed by its cgroup",
+  async () => {
+    const mount = cgroup2Mount();
+    if (mount === null) {
+      const line = "no read-write cgroup v2 hierarchy here";
+      if (Deno.env.get("LAB_REQUIRED") === "1") throw new Error(`${line} (LAB_REQUIRED=1)`);
+      console.error(`skipped: ${line}`);
+      return;
+    }
+    // systemd's cgroup for the daemon, made under a directory of this test's own.
+    const base = `/nbr-watch-lab-${crypto.randomUUID().slice(0, 8)}`;
+    const made = [base, `${base}/system.slice`, `${base}/system.slice/nix-daemon.service`];
+    try {
+      {
+        await using lab = await startLab({ builders: 1 });
+        const builder = lab.builder(0);
+        // A multi-user builder: the controller connects as nixremote (trusted here), and the
+        // builder's nix-daemon runs the build as root (no build users), as a child of itself.
+        await builder.setFault("untrusted-user");
+        await builder.setNixConf({ "trusted-users": "root nixremote" });
+        const daemons = sameNamespace(builder.pid).filter((p) =>
+          argvOf(p)[0]?.endsWith("nix-daemon")
+        );
+        assert.equal(daemons.length, 1, `nix-daemon processes: ${daemons}`);
+        for (const dir of made) Deno.mkdirSync(`${mount}${dir}`);
+        // What systemd does for nix-daemon.service: the daemon, and so all it forks, in the unit's
+        // cgroup.
+        Deno.writeTextFileSync(`${mount}${made.at(-1)}/cgroup.procs`, `${daemons[0]}\n`);
+        // The builder starts `timeout` in a subshell that exits at once: `timeout` is re-parented to
+        // the builder's init (sh, pid 1 there), out of Nix's process tree, and runs as root.
+        const expr = `derivation { name = "escapee-${crypto.randomUUID().slice(0, 8)}"; ` +
+          `system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" ` +
+          `"( /usr/bin/timeout 20 /bin/sleep 21 </dev/null >/dev/null 2>&1 & ); /bin/sleep 12; ` +
+          `echo ok > $out" ]; }`;
+        const build = lab.controller.nixBuild(expr, { timeoutMs: 60_000 });
+        try {
+          const seen = await until("the re-parented build process", 30_000, async () => {
+            const r = await lab.controller.exec(
+              ["deno", "run", "-A", SCRIPT, "--once", "--json", ...CALM],
+              { timeoutMs: 30_000 },
+            );
+            const record = records(r.stdout)[0];
+            const found = record && procs(record).find((p) => p.name === "timeout");
+            return found ? { found, all: procs(record!) } : null;
+          });
+          // Neither a build user's nor below a Nix process: only its cgroup says it is a build.
+          assert.equal(seen.found.uid, 0);
+          assert.equal(seen.found.ppid, 1, JSON.stringify(seen.all));
+          assert.ok(!seen.all.some((p) => p.pid === 1), "the builder's init is not a build");
+          const own = await builder.exec(["sh", "-c", `cat /proc/${seen.found.pid}/cgroup`]);
+          assert.match(
+            own.stdout,
+            new RegExp(`^0::${base}/system\\.slice/nix-daemon\\.service$`, "m"),
+          );
+        } finally {
+          const result = await build;
+          assert.equal(result.code, 0, result.stderr);
+        }
+      }
+    } finally {
+      // The lab is gone, and every process of the builder with it.
+      await removeCgroups(made.map((d) => `${mount}${d}`));
+    }
+  },
+);
+
 labTest(
   "watch_builders: an early warning names the oom_mitigate step while a build runs",
   async () => {

@@ -4,6 +4,9 @@ import { ParseError } from "../lib/errors.ts";
 import type { Sample } from "../lib/watch.ts";
 import {
   deriveSample,
+  NIX_CGROUP_CASE,
+  nixCgroupOf,
+  parseProcCgroup,
   parseSample,
   type RawSample,
   SAMPLER_SCRIPT,
@@ -128,6 +131,106 @@ Deno.test("samplerArgv() passes interval and count as separate arguments, never 
   assert.equal(argv[2], SAMPLER_SCRIPT);
   assert.throws(() => samplerArgv({ intervalS: Number.NaN }), /interval/);
   assert.throws(() => samplerArgv({ count: -1 }), /count/);
+});
+
+const CGROUP_FIXTURES = `${ROOT}tests/fixtures/watch/cgroup/`;
+
+/** The captured `/proc/<pid>/cgroup` texts and the role each must get. */
+const CGROUP_CASES: [string, "daemon" | "build" | null][] = [
+  ["daemon-service", "daemon"],
+  ["nix-daemon-subgroup", "daemon"],
+  ["lix-supervisor", "daemon"],
+  ["nix-build-uid", "build"],
+  ["nix-build-auto-uid", "build"],
+  ["lix-build", "build"],
+  ["single-user-build-pid", "build"],
+  ["ssh-session", null],
+  ["daemon-socket", null],
+  ["lookalike-service", null],
+  ["this-machine", null],
+];
+
+function cgroupFixture(name: string): string {
+  return Deno.readTextFileSync(`${CGROUP_FIXTURES}${name}.txt`);
+}
+
+Deno.test("nixCgroupOf() finds the daemon's and Nix's build cgroups in captured /proc/<pid>/cgroup", () => {
+  for (const [name, role] of CGROUP_CASES) {
+    const memberships = parseProcCgroup(cgroupFixture(name), name);
+    // This machine is hybrid: nine v1 hierarchies, then the v2 line.
+    assert.equal(memberships.length, 10, name);
+    assert.deepEqual(memberships.at(-1)?.controllers, [], name);
+    assert.equal(nixCgroupOf(memberships)?.role ?? null, role, name);
+    // A v2-only machine prints the 0:: line alone; the verdict is the same.
+    assert.equal(nixCgroupOf(memberships.slice(-1))?.role ?? null, role, `${name} (v2 only)`);
+  }
+  const build = nixCgroupOf(parseProcCgroup(cgroupFixture("nix-build-uid")));
+  assert.deepEqual(build?.membership, {
+    hierarchy: 0,
+    controllers: [],
+    path: "/system.slice/nix-daemon.service/nix-build-uid-30001",
+  });
+  // A v1-only systemd machine: the name=systemd line says the daemon's unit.
+  assert.equal(
+    nixCgroupOf(parseProcCgroup("1:name=systemd:/system.slice/nix-daemon.service\n"))?.role,
+    "daemon",
+  );
+  assert.deepEqual(parseProcCgroup("0::/a:b/c\n")[0]?.path, "/a:b/c");
+  assert.throws(
+    () => parseProcCgroup("0::/\n4:memory\n", "pid 7"),
+    (e) => e instanceof ParseError && e.position?.line === 2 && /pid 7/.test(e.message),
+  );
+});
+
+/** What the sampler's `case` decides for each line, run by the real `sh`. */
+async function shVerdicts(lines: string[]): Promise<boolean[]> {
+  const script = `for l; do y=\${l#*:}; y=\${y#*:}; case $y in ${NIX_CGROUP_CASE}) echo 1 ;; ` +
+    `*) echo 0 ;; esac; done`;
+  const out = await new Deno.Command("sh", { args: ["-c", script, "sh", ...lines] }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout).trim().split("\n").filter((l) => l !== "").map((
+    l,
+  ) => l === "1");
+}
+
+Deno.test("the sampler's sh patterns and nixCgroupOf() agree on every path", async () => {
+  assert.ok(SAMPLER_SCRIPT.includes(`case $y in ${NIX_CGROUP_CASE}) e=1; break ;; esac`));
+  const captured = CGROUP_CASES.flatMap(([name]) => cgroupFixture(name).trim().split("\n"));
+  const verdicts = await shVerdicts(captured);
+  assert.deepEqual(
+    verdicts,
+    captured.map((l) => nixCgroupOf(parseProcCgroup(l)) !== null),
+    "captured lines",
+  );
+  const part = fc.constantFrom(
+    "system.slice",
+    "nix-daemon.service",
+    "nix-daemon.socket",
+    "nix-daemon.service.d",
+    "my-nix-daemon.service",
+    "nix-daemon",
+    "nix-build-uid-30001",
+    "nix-build-uid-",
+    "nix-build-uidx",
+    "nix-build-pid-42-0",
+    "nix-build-pid-x",
+    "nix-build@1h71xqdc-872415232",
+    "nix-build@",
+    "nix-build",
+    "a:b",
+    "",
+    "*",
+  );
+  const line = fc.tuple(
+    fc.constantFrom("0::", "9:name=systemd:", "4:memory:"),
+    fc.array(part, { maxLength: 5 }),
+  ).map(([head, parts]) => `${head}/${parts.join("/")}`);
+  const batches: string[][] = fc.sample(fc.array(line, { minLength: 1, maxLength: 40 }), 25);
+  const all = batches.flat();
+  assert.deepEqual(
+    await shVerdicts(all),
+    all.map((l) => nixCgroupOf(parseProcCgroup(l)) !== null),
+  );
 });
 
 /** The first complete sample of the sampler run here through a LocalTarget. */
@@ -304,6 +407,98 @@ Deno.test({
       }
     } finally {
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** Where the cgroup v2 hierarchy is mounted read-write with its root, when this runs as root. */
+function cgroup2Mount(): string | null {
+  if (!asRoot) return null;
+  for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
+    const [left, right] = line.split(" - ");
+    if (left === undefined || right === undefined) continue;
+    const f = left.split(" ");
+    if (right.split(" ")[0] === "cgroup2" && f[3] === "/" && f[5]?.split(",").includes("rw")) {
+      return f[4] ?? null;
+    }
+  }
+  return null;
+}
+
+/** cgroups made under a fresh directory of the v2 hierarchy, removed once empty. */
+class TestCgroups implements AsyncDisposable {
+  /** The directory, as `/proc/<pid>/cgroup` shows it. */
+  readonly base = `/nbr-watch-test-${crypto.randomUUID().slice(0, 8)}`;
+  readonly #mount: string;
+  readonly #made: string[] = [];
+
+  constructor(mount: string) {
+    this.#mount = mount;
+  }
+
+  /** Moves `pid` into `base + path` (made as needed). */
+  place(pid: number, path: string): void {
+    let dir = `${this.#mount}${this.base}`;
+    for (const part of ["", ...path.split("/").filter((p) => p !== "")]) {
+      if (part !== "") dir += `/${part}`;
+      try {
+        Deno.mkdirSync(dir);
+        this.#made.push(dir);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      }
+    }
+    Deno.writeTextFileSync(`${dir}/cgroup.procs`, `${pid}\n`);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    for (const dir of this.#made.toReversed()) {
+      // A killed member leaves its cgroup a moment after its parent reaped it.
+      const deadline = Date.now() + 5000;
+      while (true) {
+        try {
+          Deno.removeSync(dir);
+          break;
+        } catch (e) {
+          if (e instanceof Deno.errors.NotFound) break;
+          if (Date.now() > deadline) throw e;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+    }
+  }
+}
+
+const cgroup2 = cgroup2Mount();
+
+Deno.test({
+  name: "the sampler lists a root process outside Nix's tree by the daemon's or a build's cgroup",
+  ignore: cgroup2 === null,
+  async fn() {
+    await using groups = new TestCgroups(cgroup2!);
+    // Root processes whose parent is this test (deno): neither a build user's nor under Nix.
+    const [inDaemon, inBuild, inSocket] = [30, 31, 32].map((s) => spawn(["sleep", String(s)])) as [
+      Deno.ChildProcess,
+      Deno.ChildProcess,
+      Deno.ChildProcess,
+    ];
+    try {
+      for (const child of [inDaemon, inBuild, inSocket]) await settled(child.pid, "sleep", "0");
+      groups.place(inDaemon.pid, "/system.slice/nix-daemon.service");
+      groups.place(inBuild.pid, "/user.slice/user-0.slice/session-1.scope/nix-build-pid-4242-0");
+      groups.place(inSocket.pid, "/system.slice/nix-daemon.socket");
+      const text = Deno.readTextFileSync(`/proc/${inDaemon.pid}/cgroup`);
+      assert.ok(text.includes(`0::${groups.base}/system.slice/nix-daemon.service\n`), text);
+      const sample = await sampleHere();
+      const listed = (pid: number) => sample.processes.find((p) => p.pid === pid);
+      for (const child of [inDaemon, inBuild]) {
+        const found = listed(child.pid);
+        assert.ok(found, `pid ${child.pid} missing from ${JSON.stringify(sample.processes)}`);
+        assert.deepEqual([found.uid, found.ppid, found.name], [0, Deno.pid, "sleep"]);
+      }
+      assert.equal(listed(inSocket.pid), undefined, "nix-daemon.socket is not the daemon's unit");
+    } finally {
+      for (const child of [inDaemon, inBuild, inSocket]) await stop(child);
     }
   },
 });
