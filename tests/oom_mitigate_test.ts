@@ -999,7 +999,7 @@ Deno.test("a snapshot bundle of a machine without zram: diagnosis notes it, the 
 // ---------------------------------------------------------------- killed runs
 
 zramTest(
-  "runs killed at random points (SIGKILL/SIGTERM, 24 times) leave old or new state; the next run reports and repairs",
+  "runs killed at random points (SIGKILL/SIGTERM/SIGINT, 24 times) leave old or new state; the next run reports and repairs",
   async () => {
     const dir = await confDir(ORIGINAL);
     const state = `${dir}/state`;
@@ -1048,7 +1048,8 @@ zramTest(
       assert.equal((await run(["--revert", "--state-dir", state], { confDir: dir })).code, 0);
 
       for (let i = 0; i < 24; i++) {
-        const signal: Deno.Signal = Math.random() < 0.5 ? "SIGKILL" : "SIGTERM";
+        // SIGINT is Ctrl-C at the terminal, SIGTERM a service manager, SIGKILL the OOM killer.
+        const signal = (["SIGKILL", "SIGTERM", "SIGINT"] as const)[i % 3]!;
         const child = spawnApply();
         if (i % 4 === 3) {
           // now and then during start-up, before the lock
