@@ -35,7 +35,8 @@ export async function benchDoctor(options: { runs?: number } = {}): Promise<Benc
   const missing = labPrerequisites();
   if (missing.length > 0) return [{ case: "skipped", note: `lab needs: ${missing.join(", ")}` }];
   const runs = options.runs ?? 3;
-  await using lab = await startLab({ builders: 2 });
+  // Builders as their own hosts (as in doctor_test.ts): in a user namespace the OOM check is UNKNOWN.
+  await using lab = await startLab({ builders: 2, emulation: "global" });
   const lines = lab.builders.map((b) => b.machineLine());
   async function time(machines: string[], canary: boolean): Promise<number> {
     await lab.controller.setMachines(machines);

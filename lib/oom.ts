@@ -311,6 +311,29 @@ export function ourZramDevices(records: readonly ChangeRecord[], bootId?: string
 }
 
 /**
+ * What to do when no kernel log could be read, from the reasons each source gave.
+ *
+ * @example
+ * ```ts
+ * import { kernelLogFix } from "./oom.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.match(
+ *   kernelLogFix(["'dmesg' exited with 1: dmesg: read kernel buffer failed: Operation not permitted"]),
+ *   /CAP_SYSLOG/,
+ * );
+ * assert.match(kernelLogFix(["not captured in this snapshot"]), /collect it again/);
+ * ```
+ */
+export function kernelLogFix(reasons: readonly string[]): string {
+  return reasons.length > 0 && reasons.every((r) => r.includes("not captured"))
+    ? "the bundle holds no kernel log: collect it again, or pass a saved log with --kernel-log FILE"
+    : "dmesg needs root on the host itself (CAP_SYSLOG; root in a container is not enough) " +
+      "when kernel.dmesg_restrict = 1; or pass a saved log: --kernel-log FILE " +
+      "(journalctl -k -b > FILE, or dmesg > FILE, on the host)";
+}
+
+/**
  * Reads everything the diagnosis needs from a target. Read-only; never creates the state directory.
  *
  * @example From a snapshot
@@ -584,11 +607,7 @@ export function oomFindings(
       status: "unknown",
       summary: "cannot read the kernel log (no journal entries, dmesg failed)",
       detail: evidence.log.reasons.join("\n"),
-      fix: evidence.log.reasons.every((r) => r.includes("not captured"))
-        ? "the bundle holds no kernel log: collect it again, or pass a saved log with --kernel-log FILE"
-        : "dmesg needs root on the host itself (CAP_SYSLOG; root in a container is not enough) " +
-          "when kernel.dmesg_restrict = 1; or pass a saved log: --kernel-log FILE " +
-          "(journalctl -k -b > FILE, or dmesg > FILE, on the host)",
+      fix: kernelLogFix(evidence.log.reasons),
     });
   } else {
     const nixKills = evidence.kills.filter((k) => k.nix !== null && k.nix.kind !== "nix");

@@ -328,3 +328,82 @@ labTest(
     assert.match(out.stdout, /^UNKNOWN: builder1: cannot check builder1: /);
   },
 );
+
+/**
+ * Makes the kernel's OOM killer kill one process: `tail` reading a 64 MiB line in a memory cgroup
+ * limited to 16 MiB. Returns the cgroup's name, which the kernel's kill message carries.
+ */
+async function provokeOomKill(): Promise<string> {
+  const name = `nbr-health-oom-${Deno.pid}-${Date.now().toString(36)}`;
+  let cgroup = `/sys/fs/cgroup/memory/${name}`;
+  try {
+    Deno.statSync("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    await Deno.mkdir(cgroup);
+    await Deno.writeTextFile(`${cgroup}/memory.limit_in_bytes`, "16M");
+  } catch {
+    cgroup = `/sys/fs/cgroup/${name}`;
+    await Deno.mkdir(cgroup);
+    await Deno.writeTextFile(`${cgroup}/memory.max`, "16M");
+    await Deno.writeTextFile(`${cgroup}/memory.swap.max`, "0").catch(() => {});
+  }
+  try {
+    const out = await new Deno.Command("sh", {
+      args: [
+        "-c",
+        'echo $$ > "$1/cgroup.procs" && exec sh -c \'tr -d "\\n" < /dev/zero | head -c 64M | tail -n 1 | wc -c\'',
+        "sh",
+        cgroup,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.notEqual(new TextDecoder().decode(out.stdout).trim(), "67108864", "tail was not killed");
+  } finally {
+    for (let i = 0; i < 50; i++) {
+      try {
+        await Deno.remove(cgroup);
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+  return name;
+}
+
+labTest(
+  "health check: a real OOM kill on the builder is reported over ssh; in a container it cannot tell",
+  async () => {
+    const baseline = await calmBaseline();
+    baseline.checkedAt = new Date().toISOString();
+    const cgroup = await provokeOomKill();
+
+    // A builder in the host's user namespace reads the kernel log (dmesg) over ssh.
+    {
+      await using lab = await startLab({ builders: 1, emulation: "global" });
+      const result = await check(lab, lab.builders[0]!, { oomBaseline: baseline });
+      const oom = find(result, "health/oom-kills");
+      assert.notEqual(oom.status, "ok");
+      assert.match(oom.summary, /^\d+ OOM kills? since the last run/);
+      assert.match(oom.detail ?? "", new RegExp(`tail \\(pid \\d+\\), .* in /${cgroup}`));
+    }
+
+    // In a user namespace (a container) dmesg is refused and there is no journal: without a
+    // baseline the check cannot tell, and says why instead of "no OOM kills".
+    {
+      await using lab = await startLab({ builders: 1, emulation: "namespace" });
+      const t = target(lab, lab.builders[0]!);
+      const result = await healthCheck(t, { thresholds: CALM }).finally(() => t.close());
+      const oom = find(result, "health/oom-kills");
+      assert.equal(oom.status, "unknown");
+      assert.match(
+        oom.summary,
+        /^cannot tell OOM kills in the last 24 h: the kernel log cannot be read on builder1 \(the kernel counted \d+ since boot\)$/,
+      );
+      assert.match(oom.detail ?? "", /dmesg.*Operation not permitted/);
+      // With the state file's baseline, the counter alone still counts new kills.
+      const counted = await check(lab, lab.builders[0]!, { oomBaseline: baseline });
+      assert.notEqual(find(counted, "health/oom-kills").status, "ok");
+    }
+  },
+);
