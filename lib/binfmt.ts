@@ -28,7 +28,9 @@ import {
   elfIdentity,
   hasSmokeProgram,
   knownArches,
+  type LddReport,
   machineName,
+  parseLddOutput,
   readElfHeader,
   sameIdentity,
   SMOKE_OUTPUT,
@@ -39,6 +41,7 @@ import { type Finding, finding, type Status } from "./findings.ts";
 import { parseSshHost } from "./host.ts";
 import { resolveBuilders } from "./machines.ts";
 import { parseNixVersion, readEffectiveConfig, settingList } from "./nix_config.ts";
+import { isStorePath, STORE_DIR } from "./store_path.ts";
 import { describeFailure, type RunResult, type Target } from "./target.ts";
 
 /** Where binfmt_misc lives. */
@@ -139,8 +142,39 @@ export interface InterpreterFacts {
   kind: "elf-static" | "elf-dynamic" | "script" | "other" | "unknown";
   /** The ELF loader (`PT_INTERP`) or the script's `#!` program. */
   loader?: string;
+  /** For a script: its `#!` line after `#!` (program and arguments). */
+  shebang?: string;
+  /**
+   * For a script: the programs it runs, as far as its first 4 KiB show: each `exec` line's command
+   * and every store path it names (a NixOS `/run/binfmt` wrapper execs the emulator by store path).
+   */
+  execs?: string[];
   /** Set when a symlink loop was met. */
   loop?: boolean;
+  /** What else it needs at run time; read only when Nix's sandbox is on (see {@link gatherInterpreterClosure}). */
+  closure?: InterpreterClosure;
+}
+
+/** Store paths and their closures (`nix-store -qR`), by top-level store path. */
+export interface StoreClosures {
+  /** Each queried store path's closure (itself included). */
+  closures: Record<string, string[]>;
+  /** What could not be queried, and why. */
+  gaps: string[];
+}
+
+/**
+ * What an interpreter needs at run time besides its own file and symlink hops, read through the
+ * target without changing anything: the `#!` program of a script (and its hops, its loader and
+ * libraries), the programs a wrapper script runs, the ELF loader and the shared libraries of every
+ * dynamically linked program among them (`ldd`), the link targets of each, and the closure of every
+ * store path among them (`nix-store -qR`: Nix mounts a store path's closure with it).
+ */
+export interface InterpreterClosure extends StoreClosures {
+  /** Host paths needed, in the order found, each with why. */
+  needs: { path: string; why: string }[];
+  /** What is missing even outside the sandbox: libraries `ldd` did not find, programs that do not exist. */
+  broken: string[];
 }
 
 /** Everything {@link assessBinfmt} judges. */
@@ -159,6 +193,11 @@ export interface BinfmtFacts {
   sourceErrors: string[];
   /** Interpreters of the entries that serve the checked systems, by registered path. */
   interpreters: Record<string, InterpreterFacts>;
+  /**
+   * The closures of the store paths in `sandbox-paths` (Nix mounts each one's closure too); read only
+   * when an interpreter the sandbox must see lives in the store.
+   */
+  sandboxStoreClosure?: StoreClosures;
 }
 
 /** Options for {@link checkBinfmt} and {@link assessBinfmt}. */
@@ -387,14 +426,50 @@ export function parseInterpreterDump(path: string, text: string): InterpreterFac
       if (elf.interpreter !== undefined) facts.loader = elf.interpreter;
     } else if (bytes[0] === 0x23 && bytes[1] === 0x21) {
       facts.kind = "script";
-      const line = new TextDecoder().decode(bytes.subarray(2)).split("\n")[0] ?? "";
-      const program = line.trim().split(/\s+/)[0];
+      const text = new TextDecoder().decode(bytes.subarray(2));
+      const line = text.split("\n")[0]?.trim() ?? "";
+      const program = line.split(/\s+/)[0];
       if (program) facts.loader = program;
+      if (line !== "") facts.shebang = line;
+      facts.execs = scriptExecs(text.slice(text.indexOf("\n") + 1));
     } else {
       facts.kind = "other";
     }
   }
   return facts;
+}
+
+const STORE_PATH_IN_TEXT = new RegExp(
+  `${STORE_DIR}/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\\-._?=]+(?:/[A-Za-z0-9+\\-._?=/]*)?`,
+  "g",
+);
+
+/** The programs a script runs: each `exec` line's absolute command, then every store path it names. */
+function scriptExecs(body: string): string[] {
+  const out: string[] = [];
+  // The first 4 KiB may end mid-line: only whole lines count.
+  const lines = body.split("\n");
+  if (!body.endsWith("\n")) lines.pop();
+  for (const raw of lines) {
+    const line = raw.trim();
+    const exec = /^exec\s+(.*)$/.exec(line);
+    if (!exec) continue;
+    const words = exec[1]!.split(/\s+/).map((w) => w.replace(/^["']|["']$/g, ""));
+    let i = 0;
+    while (i < words.length && words[i]!.startsWith("-")) {
+      if (words[i] === "--") {
+        i++;
+        break;
+      }
+      i += words[i] === "-a" ? 2 : 1; // bash: exec -a NAME; -c and -l take no value
+    }
+    const command = words[i];
+    if (command?.startsWith("/")) out.push(normalizePath(command));
+  }
+  for (const m of lines.join("\n").matchAll(STORE_PATH_IN_TEXT)) {
+    out.push(normalizePath(m[0]));
+  }
+  return [...new Set(out)];
 }
 
 /**
@@ -482,6 +557,287 @@ async function readInterpreter(target: Target, path: string): Promise<Interprete
   return parseInterpreterDump(path, result.stdout);
 }
 
+const HOPS_SCRIPT = `for p; do
+  printf '@@path %s\\n' "$p"; n=0
+  while [ -L "$p" ]; do
+    n=$((n+1)); if [ "$n" -gt 40 ]; then echo "@@loop"; break; fi
+    l=$(readlink -- "$p") || break
+    case $l in /*) p=$l ;; *) p=\${p%/*}/$l ;; esac
+    printf '@@hop %s\\n' "$p"
+  done
+  [ -e "$p" ] || echo "@@missing"
+done`;
+
+const STORE_CLOSURE_SCRIPT = `for p; do
+  printf '@@root %s\\n' "$p"
+  nix-store -qR "$p" 2>&1 || echo "@@failed"
+done`;
+
+/**
+ * Parses the output of the symlink-hops script (`@@path` per asked path, then `@@hop` per link
+ * followed, `@@missing` when the end does not exist, `@@loop` after 40 links): each path's link
+ * targets, normalised, and whether it resolves to an existing file.
+ *
+ * @example
+ * ```ts
+ * import { parseHopsDump } from "./binfmt.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const hops = parseHopsDump(
+ *   "@@path /lib64/ld-linux-x86-64.so.2\n@@hop /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2\n" +
+ *     "@@path /lib/x86_64-linux-gnu/libgone.so.1\n@@missing\n",
+ * );
+ * assert.deepEqual(hops["/lib64/ld-linux-x86-64.so.2"], {
+ *   hops: ["/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"],
+ *   exists: true,
+ * });
+ * assert.equal(hops["/lib/x86_64-linux-gnu/libgone.so.1"]?.exists, false);
+ * ```
+ */
+export function parseHopsDump(text: string): Record<string, { hops: string[]; exists: boolean }> {
+  const out: Record<string, { hops: string[]; exists: boolean }> = {};
+  for (const section of splitSections(text, /^@@path /)) {
+    const path = section.head.slice("@@path ".length);
+    out[path] = {
+      hops: [...section.body.matchAll(/^@@hop (.*)$/gm)].map((m) => normalizePath(m[1]!)),
+      exists: !/^@@(missing|loop)$/m.test(section.body),
+    };
+  }
+  return out;
+}
+
+/**
+ * Parses the output of the store-closure script (`@@root` per store path, then what
+ * `nix-store -qR` printed, `@@failed` when it failed): each path's closure, and why a query failed.
+ *
+ * @example A path Nix 2.8 knows and one it does not
+ * ```ts
+ * import { parseStoreClosureDump } from "./binfmt.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const root = "/nix/store/2z9yvnw8r9vlcxl91ahf7a8w3s9pww73-nbr-binfmt-smoke-2939f743abbf4295.drv";
+ * const closures = parseStoreClosureDump(
+ *   `@@root ${root}\n/nix/store/fg8h2q3qbspbg8x9y9zbara6i4y7im6r-nbr-binfmt-smoke-aarch64-linux\n${root}\n` +
+ *     "@@root /nix/store/00000000000000000000000000000000-nbr-absent\n" +
+ *     "error: path '/nix/store/00000000000000000000000000000000-nbr-absent' is not valid\n@@failed\n",
+ * );
+ * assert.equal(closures.closures[root]?.length, 2);
+ * assert.deepEqual(closures.gaps, [
+ *   "nix-store -qR /nix/store/00000000000000000000000000000000-nbr-absent: error: path '/nix/store/00000000000000000000000000000000-nbr-absent' is not valid",
+ * ]);
+ * ```
+ */
+export function parseStoreClosureDump(text: string): StoreClosures {
+  const result: StoreClosures = { closures: {}, gaps: [] };
+  for (const section of splitSections(text, /^@@root /)) {
+    const root = section.head.slice("@@root ".length);
+    const lines = section.body.split("\n").map((l) => l.trim()).filter((l) => l !== "");
+    if (lines.includes("@@failed")) {
+      const why = lines.filter((l) => l !== "@@failed").at(-1) ?? "failed";
+      result.gaps.push(`nix-store -qR ${root}: ${why}`);
+      continue;
+    }
+    result.closures[root] = lines.filter((l) => l.startsWith(`${STORE_DIR}/`));
+  }
+  return result;
+}
+
+/** The top-level store path a path lies in, if it is in the store. */
+function storeRoot(path: string): string | undefined {
+  if (!path.startsWith(`${STORE_DIR}/`)) return undefined;
+  const root = path.split("/").slice(0, 4).join("/");
+  return isStorePath(root) ? root : undefined;
+}
+
+/** What the Nix sandbox shows at `path`: the host path behind it (`inside=source` items mapped), or `undefined`. */
+function sandboxSource(path: string, sandboxPaths: readonly string[]): string | undefined {
+  let best: { inside: string; source: string } | undefined;
+  for (const item of sandboxPaths) {
+    const [insideRaw = "", sourceRaw] = item.replace(/\?$/, "").split("=", 2);
+    const inside = normalizePath(insideRaw);
+    if (path !== inside && !path.startsWith(inside === "/" ? "/" : inside + "/")) continue;
+    if (best === undefined || inside.length > best.inside.length) {
+      best = { inside, source: normalizePath(sourceRaw ?? insideRaw) };
+    }
+  }
+  if (best === undefined) return undefined;
+  return normalizePath(best.source + path.slice(best.inside.length));
+}
+
+async function readStoreClosures(
+  target: Target,
+  roots: readonly string[],
+  timeoutMs: number,
+): Promise<StoreClosures> {
+  if (roots.length === 0) return { closures: {}, gaps: [] };
+  const argv = ["sh", "-c", STORE_CLOSURE_SCRIPT, "sh", ...roots];
+  const result = await target.run(argv, { timeoutMs });
+  if (result.failure || result.code !== 0) {
+    return {
+      closures: {},
+      gaps: [
+        `the store closure of ${roots.join(" ")}: ${describeFailure(["nix-store", "-qR"], result)}`,
+      ],
+    };
+  }
+  return parseStoreClosureDump(result.stdout);
+}
+
+/**
+ * Reads what an interpreter needs at run time besides its own file (see {@link InterpreterClosure}),
+ * without changing anything: the script's `#!` program and what it execs (followed up to 4 levels),
+ * `ldd` of every dynamically linked program outside the store (inside it, the store closure has the
+ * libraries), the symlink hops of each loader and library, and `nix-store -qR` of every store path
+ * among them. A path covered by an `inside=source` item of `sandboxPaths` is followed to `source`,
+ * which is what the sandbox shows there. Each command has a time-out; what fails is a gap.
+ *
+ * @example A `#!/bin/sh` wrapper on this Debian machine: dash, its loader and libc are needed
+ * ```ts
+ * import { gatherInterpreterClosure, parseInterpreterDump } from "./binfmt.ts";
+ * import { LocalTarget } from "./local_target.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const script = "#!/bin/sh\nexec /usr/bin/qemu-aarch64-static \"$@\"\n";
+ * const info = parseInterpreterDump(
+ *   "/run/binfmt/aarch64-linux",
+ *   "@@hop /run/binfmt/aarch64-linux\n@@executable\n@@head\n" +
+ *     [...new TextEncoder().encode(script)].map((b) => b.toString(16).padStart(2, "0")).join(" ") +
+ *     "\n",
+ * );
+ * const closure = await gatherInterpreterClosure(new LocalTarget(), info);
+ * const needs = closure.needs.map((n) => n.path);
+ * assert.ok(needs.includes("/bin/sh") && needs.includes("/usr/bin/qemu-aarch64-static"));
+ * assert.ok(needs.includes("/lib/x86_64-linux-gnu/libc.so.6"));
+ * ```
+ */
+export async function gatherInterpreterClosure(
+  target: Target,
+  info: InterpreterFacts,
+  options: { sandboxPaths?: readonly string[]; timeoutMs?: number } = {},
+): Promise<InterpreterClosure> {
+  const sandboxPaths = options.sandboxPaths ?? [];
+  const timeoutMs = options.timeoutMs ?? 15_000;
+  const needs = new Map<string, string>();
+  const gaps: string[] = [];
+  const broken: string[] = [];
+  const programs: { path: string; loader?: string }[] = [];
+  const add = (path: string, why: string): string => {
+    const p = normalizePath(path);
+    if (!needs.has(p)) needs.set(p, why);
+    return p;
+  };
+  const dynamic = (path: string, loader: string | undefined) =>
+    programs.push(loader === undefined ? { path } : { path, loader });
+  const final = info.chain.at(-1) ?? info.path;
+  if (info.kind === "elf-dynamic") dynamic(final, info.loader);
+
+  const visited = new Set<string>();
+  const visit = async (path: string, why: string, depth: number): Promise<void> => {
+    const wanted = add(path, why);
+    if (visited.has(wanted)) return;
+    visited.add(wanted);
+    const host = sandboxSource(wanted, sandboxPaths) ?? wanted;
+    if (host !== wanted) add(host, `shown at ${wanted} by sandbox-paths`);
+    if (storeRoot(host) !== undefined) return; // its store closure covers what it needs
+    const sub = await readInterpreter(target, host);
+    if (sub === null) {
+      gaps.push(`${host} (${why}) could not be inspected`);
+      return;
+    }
+    sub.chain.slice(1).forEach((hop, i) => add(hop, `link target of ${sub.chain[i]}`));
+    if (!sub.exists) {
+      broken.push(`${host} (${why}) ${sub.loop ? "is a symlink loop" : "does not exist"}`);
+      return;
+    }
+    const subFinal = sub.chain.at(-1)!;
+    if (sub.kind === "elf-dynamic") dynamic(subFinal, sub.loader);
+    if (sub.kind !== "script" || depth >= 4) return;
+    if (sub.loader?.startsWith("/")) {
+      await visit(sub.loader, `#! program of ${subFinal}`, depth + 1);
+    }
+    for (const exec of sub.execs ?? []) await visit(exec, `run by ${subFinal}`, depth + 1);
+  };
+  if (info.kind === "script") {
+    if (info.loader?.startsWith("/")) await visit(info.loader, `#! program of ${final}`, 1);
+    for (const exec of info.execs ?? []) await visit(exec, `run by ${final}`, 1);
+  }
+
+  const linked: string[] = [];
+  for (const program of programs) {
+    if (program.loader?.startsWith("/")) {
+      linked.push(add(program.loader, `ELF loader of ${program.path}`));
+    }
+    if (storeRoot(program.path) !== undefined) continue; // its libraries are in its closure
+    const argv = ["ldd", program.path];
+    const result = await target.run(argv, { timeoutMs });
+    let report: LddReport;
+    try {
+      report = result.failure
+        ? { kind: "error", reason: describeFailure(argv, result) }
+        : parseLddOutput(result.stdout, result.stderr, `ldd ${program.path}`);
+    } catch (error) {
+      report = { kind: "error", reason: (error as Error).message };
+    }
+    if (report.kind === "error") {
+      gaps.push(`the libraries of ${program.path} (ldd: ${report.reason})`);
+      continue;
+    }
+    if (report.kind !== "dynamic") continue;
+    for (const lib of report.libraries) {
+      if (lib.path === undefined) continue;
+      const why = lib.name === lib.path
+        ? `ELF loader of ${program.path}`
+        : `library ${lib.name} of ${program.path}`;
+      linked.push(add(lib.path, why));
+    }
+    for (const name of report.notFound) {
+      broken.push(`${name} (library of ${program.path}) not found`);
+    }
+  }
+
+  const toFollow = [...new Set(linked)].filter((p) => storeRoot(p) === undefined);
+  if (toFollow.length > 0) {
+    const argv = ["sh", "-c", HOPS_SCRIPT, "sh", ...toFollow];
+    const result = await target.run(argv, { timeoutMs });
+    if (result.failure || result.code !== 0) {
+      gaps.push(
+        `the link targets of ${toFollow.join(", ")} (${describeFailure(argv.slice(0, 2), result)})`,
+      );
+    } else {
+      const hops = parseHopsDump(result.stdout);
+      for (const path of toFollow) {
+        const found = hops[path];
+        if (found === undefined) continue;
+        let from = path;
+        for (const hop of found.hops) {
+          add(hop, `link target of ${from}`);
+          from = hop;
+        }
+        if (!found.exists) broken.push(`${path} (${needs.get(path)}) does not exist`);
+      }
+    }
+  }
+
+  const roots = [...new Set([...info.chain, ...needs.keys()].map(storeRoot))]
+    .filter((r): r is string => r !== undefined);
+  const store = await readStoreClosures(target, roots, timeoutMs);
+  return {
+    needs: [...needs].map(([path, why]) => ({ path, why })),
+    broken,
+    closures: store.closures,
+    gaps: [...gaps, ...store.gaps],
+  };
+}
+
+/** The store paths in `sandbox-paths` (their source side): Nix mounts the closure of each. */
+function sandboxStoreItems(sandboxPaths: readonly string[]): string[] {
+  const roots = sandboxPaths.map((item) => {
+    const [inside = "", source] = item.replace(/\?$/, "").split("=", 2);
+    return storeRoot(normalizePath(source ?? inside));
+  });
+  return [...new Set(roots.filter((r): r is string => r !== undefined))];
+}
+
 /**
  * Reads everything {@link assessBinfmt} needs from a target: platform, binfmt_misc, Nix's settings,
  * the registration sources, and the interpreters of the entries serving the systems to check.
@@ -526,6 +882,22 @@ export async function gatherBinfmtFacts(
     for (const path of paths) {
       const info = await readInterpreter(target, path);
       if (info !== null) facts.interpreters[path] = info;
+    }
+  }
+  // With the sandbox on, what the interpreters need must be visible in it: read their closures.
+  if (nix.ok && nix.sandbox !== "false") {
+    let inStore = false;
+    for (const info of Object.values(facts.interpreters)) {
+      if (!info.exists || (info.kind !== "elf-dynamic" && info.kind !== "script")) continue;
+      info.closure = await gatherInterpreterClosure(target, info, {
+        sandboxPaths: nix.sandboxPaths,
+      });
+      inStore ||= Object.keys(info.closure.closures).length > 0 ||
+        info.chain.some((p) => storeRoot(p) !== undefined);
+    }
+    const items = sandboxStoreItems(nix.sandboxPaths);
+    if (inStore && items.length > 0) {
+      facts.sandboxStoreClosure = await readStoreClosures(target, items, 30_000);
     }
   }
   return facts;
@@ -677,6 +1049,12 @@ export function selectSystems(
   return [...out.values()];
 }
 
+/** The first `max` items, then how many more. */
+function listSome(items: readonly string[], max: number): string {
+  const shown = items.slice(0, max).join(", ");
+  return items.length > max ? `${shown} and ${items.length - max} more` : shown;
+}
+
 function flagsText(flags: string): string {
   return flags === "" ? "no flags" : `flags ${flags}`;
 }
@@ -694,13 +1072,133 @@ function covered(path: string, sandboxPaths: readonly string[]): boolean {
   });
 }
 
-/** What the Nix sandbox must see for an interpreter without `F`. */
-function requiredSandboxPaths(info: InterpreterFacts): string[] {
-  const paths = [...info.chain];
-  if (info.loader !== undefined && info.loader.startsWith("/")) {
-    paths.push(normalizePath(info.loader));
+/** What the Nix sandbox must show for an entry's interpreter ({@link sandboxNeeds}). */
+export interface SandboxNeeds {
+  /** Paths needed inside the sandbox, each with why, in order (store closures not listed). */
+  required: { path: string; why: string }[];
+  /**
+   * What to add to `sandbox-paths`: needed paths outside the store that no item covers, and
+   * top-level store paths the sandbox does not show (Nix adds each one's closure with it).
+   */
+  missing: string[];
+  /** Store paths of the needed closures that the sandbox would not show. */
+  invisibleStorePaths: string[];
+  /** How many store paths the needed closures hold. */
+  storePaths: number;
+  /** What is missing even outside the sandbox (libraries not found, programs that do not exist). */
+  broken: string[];
+  /** What could not be checked. */
+  gaps: string[];
+}
+
+/**
+ * What the Nix sandbox must show for an interpreter, and what of it the `sandbox-paths` items do not
+ * cover. Without `F` the kernel opens the interpreter (every symlink hop) inside the sandbox; with or
+ * without `F` it opens the ELF loader or `#!` program there, and those open their libraries and the
+ * programs a wrapper execs there too. A store path is visible when an item covers it or it is in the
+ * closure of a store path in `sandbox-paths` (Nix mounts those closures).
+ *
+ * @example A dynamically linked emulator without `F`: its loader and libraries must be visible too
+ * ```ts
+ * import { sandboxNeeds } from "./binfmt.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const info = {
+ *   path: "/usr/libexec/qemu-binfmt/aarch64-binfmt-P",
+ *   chain: ["/usr/libexec/qemu-binfmt/aarch64-binfmt-P", "/usr/bin/qemu-aarch64"],
+ *   exists: true,
+ *   executable: true,
+ *   kind: "elf-dynamic" as const,
+ *   loader: "/lib64/ld-linux-x86-64.so.2",
+ *   closure: {
+ *     needs: [{ path: "/lib/x86_64-linux-gnu/libglib-2.0.so.0", why: "library of /usr/bin/qemu-aarch64" }],
+ *     broken: [],
+ *     closures: {},
+ *     gaps: [],
+ *   },
+ * };
+ * const needs = sandboxNeeds(info, false, ["/usr/libexec/qemu-binfmt", "/usr/bin/qemu-aarch64"]);
+ * assert.deepEqual(needs.missing, ["/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libglib-2.0.so.0"]);
+ * ```
+ */
+export function sandboxNeeds(
+  info: InterpreterFacts,
+  hasF: boolean,
+  sandboxPaths: readonly string[],
+  sandboxStore?: StoreClosures,
+): SandboxNeeds {
+  const required = new Map<string, string>();
+  const add = (path: string, why: string) => {
+    const p = normalizePath(path);
+    if (!required.has(p)) required.set(p, why);
+  };
+  if (!hasF) {
+    info.chain.forEach((p, i) =>
+      add(p, i === 0 ? "the registered interpreter" : `link target of ${info.chain[i - 1]}`)
+    );
   }
-  return [...new Set(paths)];
+  const final = info.chain.at(-1) ?? info.path;
+  if (info.loader?.startsWith("/")) {
+    add(info.loader, info.kind === "script" ? `#! program of ${final}` : `ELF loader of ${final}`);
+  }
+  for (const exec of info.execs ?? []) add(exec, `run by ${final}`);
+  for (const need of info.closure?.needs ?? []) add(need.path, need.why);
+
+  // Store paths: visible when covered, or in the closure of a store path in sandbox-paths.
+  const closures = info.closure?.closures ?? {};
+  const visible = new Set(Object.values(sandboxStore?.closures ?? {}).flat());
+  for (const [root, closure] of Object.entries(closures)) {
+    if (visible.has(root) || covered(root, sandboxPaths)) {
+      for (const p of closure) visible.add(p);
+    }
+  }
+  const storeVisible = (p: string) => visible.has(p) || covered(p, sandboxPaths);
+
+  const missing: string[] = [];
+  const neededRoots: string[] = [];
+  for (const path of required.keys()) {
+    const root = storeRoot(path);
+    if (root !== undefined && !neededRoots.includes(root)) neededRoots.push(root);
+    if (covered(path, sandboxPaths)) continue;
+    const target = root ?? path;
+    if (root !== undefined && storeVisible(root)) continue;
+    if (!missing.includes(target)) missing.push(target);
+  }
+  // With F the interpreter itself is held open, but what its store path needs is still opened.
+  const chainRoots = hasF ? info.chain.map(storeRoot).filter((r) => r !== undefined) : [];
+  const storePaths = new Set<string>();
+  for (const root of [...neededRoots, ...chainRoots]) {
+    for (const p of closures[root] ?? [root]) {
+      if (!(hasF && p === root && chainRoots.includes(root) && !neededRoots.includes(root))) {
+        storePaths.add(p);
+      }
+    }
+  }
+  const invisibleStorePaths = [...storePaths].filter((p) => !storeVisible(p));
+  const brings = (m: string, p: string) => m !== p && (closures[m]?.includes(p) ?? false);
+  for (const p of invisibleStorePaths) {
+    if (!missing.some((m) => m === p || brings(m, p))) missing.push(p);
+  }
+  // A store path another missing one brings along need not be listed.
+  const toAdd = missing.filter((p) => !missing.some((m) => brings(m, p)));
+
+  const gaps = [...(info.closure?.gaps ?? [])];
+  if (info.closure === undefined && (info.kind === "elf-dynamic" || info.kind === "script")) {
+    gaps.push(
+      `what ${final} needs beyond ${
+        info.kind === "script" ? "its #! program" : "its loader"
+      } was not read`,
+    );
+  }
+  if (storePaths.size > 0) gaps.push(...(sandboxStore?.gaps ?? []));
+  return {
+    required: [...required].map(([path, why]) => ({ path, why })),
+    missing: toAdd,
+    invisibleStorePaths,
+    storePaths: storePaths.size,
+    broken: info.closure?.broken ?? [],
+    gaps,
+  };
 }
 
 /** Fix texts, per platform. */
@@ -758,11 +1256,101 @@ class Fixes {
   }
 
   noKernelSupport(): string {
-    return `modprobe binfmt_misc && mount -t binfmt_misc binfmt_misc ${BINFMT_DIR}   # the kernel needs CONFIG_BINFMT_MISC`;
+    const now =
+      `modprobe binfmt_misc && mount -t binfmt_misc binfmt_misc ${BINFMT_DIR}   # the kernel needs CONFIG_BINFMT_MISC`;
+    if (this.#kind === "nixos") {
+      return `boot.binfmt.emulatedSystems (or boot.kernelModules = [ "binfmt_misc" ]) loads and mounts it at boot; now: ${now}`;
+    }
+    return now;
   }
 
   globallyDisabled(): string {
-    return `echo 1 > ${BINFMT_DIR}/status`;
+    const now = `echo 1 > ${BINFMT_DIR}/status`;
+    return this.#kind === "nixos"
+      ? `${now}   # NixOS has no option for it: a fresh mount (reboot) starts enabled; find what wrote 0`
+      : `${now}   # a fresh mount (reboot) starts enabled; find what wrote 0 (a container, a script)`;
+  }
+
+  nixConfig(): string {
+    if (this.#kind === "nixos") {
+      return "run nix show-config as the checking user (NixOS always has nix on PATH; an error there is what to fix), see runbook/show_config.md";
+    }
+    return [
+      `install Nix${
+        this.#kind === "debian" ? " (apt-get install nix-bin)" : ""
+      } or put it on the PATH of non-interactive ssh sessions,`,
+      "then: nix show-config must work for the checking user; see runbook/show_config.md",
+    ].join("\n");
+  }
+
+  unreadable(names: string[]): string {
+    const again = this.#kind === "debian"
+      ? `update-binfmts --enable <name>   # or: systemctl restart systemd-binfmt`
+      : this.#systemd
+      ? "systemctl restart systemd-binfmt   # re-registers every entry from binfmt.d"
+      : "register it again from its source";
+    const nixos = this.#kind === "nixos"
+      ? "systemctl restart systemd-binfmt   # flushes and registers exactly boot.binfmt's entries"
+      : again;
+    if (names.length === 0) {
+      return `read it by hand: ls -f ${BINFMT_DIR}; cat ${BINFMT_DIR}/status (as root if permission is denied)`;
+    }
+    return [
+      `look at it: cat ${BINFMT_DIR}/${names[0]}; remove a broken entry: echo -1 > ${BINFMT_DIR}/${
+        names[0]
+      }`,
+      `then: ${nixos}`,
+    ].join("\n");
+  }
+
+  unknownSystem(system: string): string {
+    if (this.#kind === "nixos") {
+      return `check it with a real build for ${system}; boot.binfmt.emulatedSystems also takes some non-ELF systems (wasm32-wasi, x86_64-windows) and registers their interpreter`;
+    }
+    return `check it with a real build for ${system}: register its interpreter in /etc/binfmt.d and add it to extra-platforms in /etc/nix/nix.conf, then restart nix-daemon`;
+  }
+
+  notOffered(systems: string[]): string {
+    // The common ones first (knownArches() order: aarch64, armv7l, riscv64, ...).
+    const order = knownArches().map(([s]) => s);
+    const rank = (s: string) => order.indexOf(s) < 0 ? order.length : order.indexOf(s);
+    const sorted = [...systems].sort((a, b) => rank(a) - rank(b));
+    const first = sorted[0]!;
+    const some = sorted.slice(0, 3);
+    if (this.#kind === "nixos") {
+      return [
+        `boot.binfmt.emulatedSystems = [ ${
+          some.map((x) => `"${x}"`).join(" ")
+        } ];   # adds them to nix.settings.extra-platforms itself (addEmulatedSystemsToNixSandbox, on by default)`,
+        `or, for an entry registered another way: nix.settings.extra-platforms = [ "${first}" ];   # then nixos-rebuild switch`,
+      ].join("\n");
+    }
+    return [
+      `add the ones to build here to /etc/nix/nix.conf: extra-platforms = ${
+        some.join(" ")
+      }   # then restart nix-daemon (systemctl restart nix-daemon)`,
+      `then check it: deno run -A scripts/check_binfmt.ts --system ${first} --smoke=nix`,
+    ].join("\n");
+  }
+
+  partialMatch(system: string, arch: ElfArch): string {
+    const line = qemuRegisterLine(arch);
+    if (this.#kind === "nixos") {
+      return `drop the custom mask from boot.binfmt.registrations."${system}" (nixpkgs' default mask matches both), or set it to the qemu mask:\n${line}`;
+    }
+    return `register the entry with the qemu mask (e_type byte masked with fe):\n${line}`;
+  }
+
+  smoke(system: string, arch: ElfArch | undefined): string {
+    const byHand = `run a ${system} program by hand${
+      arch ? ` (qemu-${arch.qemuArch}-static ./program)` : ""
+    }`;
+    if (this.#kind === "nixos") {
+      return `nothing above explains it: journalctl -b -u systemd-binfmt; dmesg; ${byHand}; see runbook/check_binfmt.md`;
+    }
+    return `nothing above explains it: dmesg${
+      this.#systemd ? "; journalctl -b -u systemd-binfmt" : ""
+    }; ${byHand}; see runbook/check_binfmt.md`;
   }
 
   interpreterMissing(system: string, entry: BinfmtEntry): string {
@@ -775,23 +1363,52 @@ class Fixes {
     return `install the emulator at ${entry.interpreter}, or re-register the entry with an existing interpreter`;
   }
 
-  sandbox(entry: BinfmtEntry, missing: string[]): string {
-    const withF = formatRegisterLine({
-      ...entry,
-      flags: entry.flags.includes("F") ? entry.flags : entry.flags + "F",
-    });
+  sandbox(entry: BinfmtEntry, missing: string[], kind: InterpreterFacts["kind"]): string {
+    const paths = missing.join(" ");
     if (this.#kind === "nixos") {
       return [
         "boot.binfmt.preferStaticEmulators = true;   # static qemu registered with F: nothing to expose",
-        `or keep boot.binfmt.addEmulatedSystemsToNixSandbox = true (the default) so /run/binfmt and the emulator land in extra-sandbox-paths`,
+        "or keep boot.binfmt.addEmulatedSystemsToNixSandbox = true (the default): /run/binfmt and the emulator's store path (with its closure) land in extra-sandbox-paths",
+        `or nix.settings.extra-sandbox-paths = [ ${
+          missing.map((p) => `"${p}"`).join(" ")
+        } ];   # then nixos-rebuild switch`,
       ].join("\n");
     }
+    const expose =
+      `add to /etc/nix/nix.conf: extra-sandbox-paths = ${paths}   # then restart nix-daemon${
+        missing.some((p) => p.startsWith(`${STORE_DIR}/`))
+          ? " (a store path brings its closure)"
+          : ""
+      }`;
+    if (kind === "elf-static" && !entry.flags.includes("F")) {
+      const withF = formatRegisterLine({ ...entry, flags: entry.flags + "F" });
+      return [
+        `re-register with F: echo -1 > ${BINFMT_DIR}/${entry.name}; echo '${withF}' > ${BINFMT_DIR}/register`,
+        `or ${expose}`,
+      ].join("\n");
+    }
+    const install = this.#kind === "debian"
+      ? "apt-get install qemu-user-static binfmt-support   # a static qemu registered with F needs nothing in the sandbox"
+      : "register a statically linked emulator (qemu-<arch>-static) with F: it needs nothing in the sandbox";
     return [
-      `re-register with F: echo -1 > ${BINFMT_DIR}/${entry.name}; echo '${withF}' > ${BINFMT_DIR}/register`,
-      `or add to /etc/nix/nix.conf: extra-sandbox-paths = ${
-        missing.join(" ")
-      }   # then restart nix-daemon`,
+      `${install}; F alone does not help a ${
+        kind === "script" ? "script" : "dynamically linked"
+      } interpreter`,
+      `or ${expose}`,
     ].join("\n");
+  }
+
+  sandboxUnknown(system: string): string {
+    const prove =
+      `prove it: deno run -A scripts/check_binfmt.ts --system ${system} --smoke=nix (builds in the sandbox)`;
+    if (this.#kind === "nixos") {
+      return `${prove}\nNixOS: boot.binfmt.preferStaticEmulators = true; registers a static emulator with F, which needs nothing in the sandbox`;
+    }
+    return `${prove}\nor register a static emulator with F (${
+      this.#kind === "debian"
+        ? "apt-get install qemu-user-static binfmt-support"
+        : "qemu-<arch>-static"
+    }), which needs nothing in the sandbox`;
   }
 
   platformMissing(system: string): string {
@@ -813,10 +1430,16 @@ class Fixes {
   }
 
   severalEntries(keep: string, drop: string[]): string {
-    return [
+    const lines = [
       `keep one: echo -1 > ${BINFMT_DIR}/<name> for ${drop.join(", ")} (keeping ${keep}),`,
       "and remove its registration source so it does not come back at boot",
-    ].join("\n");
+    ];
+    if (this.#kind === "nixos") {
+      lines.push(
+        "NixOS: systemctl restart systemd-binfmt flushes every entry and registers only boot.binfmt's",
+      );
+    }
+    return lines.join("\n");
   }
 }
 
@@ -907,7 +1530,7 @@ export function assessBinfmt(facts: BinfmtFacts, options: CheckBinfmtOptions = {
       "binfmt/nix-config",
       "unknown",
       `Cannot read Nix's settings on ${facts.host}: extra-platforms and the sandbox were not checked`,
-      { detail: nix.reason, fix: "see runbook/show_config.md" },
+      { detail: nix.reason, fix: fixes.nixConfig() },
     ));
   }
 
@@ -937,7 +1560,7 @@ export function assessBinfmt(facts: BinfmtFacts, options: CheckBinfmtOptions = {
           fixes.notMounted(),
           `${BINFMT_DIR} exists but holds no 'status' file`,
         ]
-        : [`Cannot read binfmt_misc on ${facts.host}`, undefined, b.reason];
+        : [`Cannot read binfmt_misc on ${facts.host}`, fixes.unreadable([]), b.reason];
       findings.push(finding(
         b.state === "unreadable" ? "binfmt/unreadable" : "binfmt/not-mounted",
         b.state === "unreadable" ? "unknown" : "critical",
@@ -967,6 +1590,7 @@ export function assessBinfmt(facts: BinfmtFacts, options: CheckBinfmtOptions = {
         `${system}: no ELF identity known for it, so no binfmt entry can be matched to it`,
         {
           detail: `checked because of ${why}; known: ${knownArches().map(([s]) => s).join(", ")}`,
+          fix: fixes.unknownSystem(system),
           data: { system },
         },
       ));
@@ -1117,9 +1741,7 @@ export function assessBinfmt(facts: BinfmtFacts, options: CheckBinfmtOptions = {
           backup ? `; ${backup.entry.name} covers them` : ': those fail with "Exec format error"'
         }`,
         {
-          fix: `register the entry with the qemu mask (e_type byte masked with fe):\n${
-            qemuRegisterLine(arch)
-          }`,
+          fix: fixes.partialMatch(system, arch),
           data: { system, entry: entry.name, exec: winner.exec, dyn: winner.dyn },
         },
       ));
@@ -1143,37 +1765,77 @@ export function assessBinfmt(facts: BinfmtFacts, options: CheckBinfmtOptions = {
         },
       ));
     }
-    if (nix.ok && nix.sandbox !== "false" && !hasF) {
+    const opensMore = info !== undefined && (info.kind === "elf-dynamic" || info.kind === "script");
+    if (nix.ok && nix.sandbox !== "false" && (!hasF || opensMore)) {
       if (info === undefined) {
         findings.push(finding(
           "binfmt/sandbox-path",
           "unknown",
           `${system}: ${entry.name} has no F flag and its interpreter could not be inspected, so sandbox visibility is unknown`,
-          { data: { system, entry: entry.name } },
+          {
+            fix: fixes.sandboxUnknown(system),
+            data: { system, entry: entry.name },
+          },
         ));
       } else if (info.exists) {
-        const required = requiredSandboxPaths(info);
-        const missing = required.filter((p) => !covered(p, nix.sandboxPaths));
-        if (missing.length > 0) {
+        const needs = sandboxNeeds(info, hasF, nix.sandboxPaths, facts.sandboxStoreClosure);
+        const chainCount = hasF ? 0 : info.chain.length;
+        const detail = [
+          `sandbox = ${nix.sandbox}; sandbox-paths = ${nix.sandboxPaths.join(" ") || "(empty)"}`,
+          `needed inside the sandbox: ${needs.required.map((r) => r.path).join(", ")}`,
+          ...needs.required.slice(chainCount).map((r) => `  ${r.path}: ${r.why}`),
+          ...(needs.storePaths > 0
+            ? [
+              `store closure (nix-store -qR): ${needs.storePaths} path(s), ${needs.invisibleStorePaths.length} not visible${
+                needs.invisibleStorePaths.length > 0
+                  ? `: ${listSome(needs.invisibleStorePaths, 4)}`
+                  : ""
+              }`,
+            ]
+            : []),
+          ...needs.broken.map((b) => `missing even outside the sandbox: ${b}`),
+          ...needs.gaps.map((g) => `not checked: ${g}`),
+          ...(info.kind === "script" && /(^|\/)env$/.test(info.loader ?? "")
+            ? [
+              `#!${
+                info.shebang ?? info.loader
+              }: env looks the program up in PATH, and Nix runs builders with PATH=/path-not-set: the wrapper needs an absolute #! line`,
+            ]
+            : []),
+        ].join("\n");
+        const data = {
+          system,
+          entry: entry.name,
+          missing: needs.missing,
+          ...(needs.gaps.length > 0 ? { gaps: needs.gaps } : {}),
+          ...(needs.broken.length > 0 ? { broken: needs.broken } : {}),
+        };
+        const what = info.kind === "script" ? "a script" : "dynamically linked";
+        if (needs.missing.length > 0) {
           findings.push(finding(
             "binfmt/sandbox-path",
             "critical",
-            `${system}: ${entry.name} has no F flag and the Nix sandbox cannot see ${
-              missing.join(", ")
+            `${system}: ${
+              hasF
+                ? `${entry.name}'s interpreter is ${what}: F keeps it open, but the Nix sandbox cannot see`
+                : `${entry.name} has no F flag and the Nix sandbox cannot see`
+            } ${
+              listSome(needs.missing, 6)
             }: sandboxed builds fail with "No such file or directory"`,
-            {
-              detail: [
-                `sandbox = ${nix.sandbox}; sandbox-paths = ${
-                  nix.sandboxPaths.join(" ") || "(empty)"
-                }`,
-                `needed inside the sandbox: ${required.join(", ")}`,
-                ...(info.kind === "elf-dynamic"
-                  ? ["the interpreter is dynamically linked: its libraries must be visible too"]
-                  : []),
-              ].join("\n"),
-              fix: fixes.sandbox(entry, missing),
-              data: { system, entry: entry.name, missing },
-            },
+            { detail, fix: fixes.sandbox(entry, needs.missing, info.kind), data },
+          ));
+        } else if (needs.gaps.length > 0 || needs.broken.length > 0) {
+          findings.push(finding(
+            "binfmt/sandbox-path",
+            "unknown",
+            `${system}: ${entry.name}'s interpreter is ${what}${
+              hasF ? "" : " with no F flag"
+            }; the Nix sandbox shows what was found, but ${
+              needs.broken.length > 0
+                ? "some of what it needs is missing on the host"
+                : "not everything it needs could be read"
+            }`,
+            { detail, fix: fixes.sandboxUnknown(system), data },
           ));
         }
       }
@@ -1221,9 +1883,10 @@ export function assessBinfmt(facts: BinfmtFacts, options: CheckBinfmtOptions = {
           [...bySystem.keys()].slice(0, 5).join(", ")
         }${bySystem.size > 5 ? `, and ${bySystem.size - 5} more` : ""}`,
         {
-          detail: `${
-            unoffered.join("\n")
-          }\nto build for one of them here, add it to extra-platforms`,
+          detail: `${unoffered.join("\n")}\nto build for one of them here:\n${
+            fixes.notOffered([...bySystem.keys()])
+          }`,
+          fix: fixes.notOffered([...bySystem.keys()]),
           data: { systems: unoffered },
         },
       ));
@@ -1237,7 +1900,10 @@ export function assessBinfmt(facts: BinfmtFacts, options: CheckBinfmtOptions = {
       `${b.errors.length} binfmt_misc entr${
         b.errors.length === 1 ? "y" : "ies"
       } could not be read on ${facts.host}`,
-      { detail: b.errors.map((e) => `${e.name}: ${e.reason}`).join("\n") },
+      {
+        detail: b.errors.map((e) => `${e.name}: ${e.reason}`).join("\n"),
+        fix: fixes.unreadable(b.errors.map((e) => e.name)),
+      },
     ));
   }
 
@@ -1445,6 +2111,7 @@ function smokeFinding(
   result: SmokeResult,
   host: string,
   explained: boolean,
+  platform: PlatformFacts,
 ): Finding {
   const id = kind === "exec" ? "binfmt/smoke" : "binfmt/smoke-nix";
   const what = kind === "exec" ? "a generated program" : "a one-step derivation";
@@ -1464,9 +2131,7 @@ function smokeFinding(
     detail: stderr !== "" && !result.message.includes(stderr.replace(/^error: /, "")) ? stderr : "",
     fix: explained
       ? "fix the findings above for this system (runbook/check_binfmt.md), then run the check again"
-      : `nothing above explains it: look at dmesg, and run a ${result.system} program by hand${
-        arch ? ` (qemu-${arch.qemuArch}-static ./program)` : ""
-      }; see runbook/check_binfmt.md`,
+      : new Fixes(platform).smoke(result.system, arch),
     data,
   });
 }
@@ -1507,7 +2172,11 @@ export async function inspectBinfmt(
           `${system}: no smoke program exists for ${
             machineName(arch.machine)
           }; its entry was checked but nothing was run`,
-          { data: { system } },
+          {
+            fix:
+              `prove it by hand: run a static ${system} program on ${target.host} (e.g. a busybox built for it), or build a derivation for ${system} there`,
+            data: { system },
+          },
         ));
         continue;
       }
@@ -1515,10 +2184,18 @@ export async function inspectBinfmt(
         f.status !== "ok" && (f.data as { system?: string } | undefined)?.system === system
       );
       const result = await runSmoke(target, system);
-      findings.push(smokeFinding("exec", result, target.host, explained));
+      findings.push(smokeFinding("exec", result, target.host, explained, facts.platform));
       if (smoke === "nix") {
         const nix = await runNixSmoke(target, system);
-        findings.push(smokeFinding("nix", nix, target.host, explained || result.outcome !== "ok"));
+        findings.push(
+          smokeFinding(
+            "nix",
+            nix,
+            target.host,
+            explained || result.outcome !== "ok",
+            facts.platform,
+          ),
+        );
       }
     }
   }

@@ -15,6 +15,8 @@
  * @module
  */
 
+import { ParseError, quoteForMessage } from "./errors.ts";
+
 /** What the smoke program prints when it works: exactly this, and exit status 0. */
 export const SMOKE_OUTPUT = "ok\n";
 
@@ -734,4 +736,108 @@ export function readElfHeader(bytes: Uint8Array): ElfHeader | null {
     break;
   }
   return header;
+}
+
+/** One shared object `ldd` lists for a program. */
+export interface LddLibrary {
+  /** The name the program asks for (`DT_NEEDED`), or the loader's own path. */
+  name: string;
+  /** The file the loader maps for it; absent when it was `not found`. */
+  path?: string;
+}
+
+/** What `ldd` says about one program. */
+export type LddReport =
+  | {
+    /** Dynamically linked: the loader listed what it maps. */
+    kind: "dynamic";
+    /** The shared objects with a file, in `ldd`'s order (the kernel's vDSO left out). */
+    libraries: LddLibrary[];
+    /** Names the loader could not find (`=> not found`, musl's `Error loading shared library`). */
+    notFound: string[];
+  }
+  | {
+    /** `statically linked` (a static-pie): it needs no file besides itself. */
+    kind: "static";
+  }
+  | {
+    /** `not a dynamic executable`: a static non-PIE program, or not an ELF program at all. */
+    kind: "not-dynamic";
+  }
+  | {
+    /** `ldd` could not read it (no such file, a loader error). */
+    kind: "error";
+    /** The first error line. */
+    reason: string;
+  };
+
+const ADDRESS = String.raw`\(0x[0-9a-fA-F]+\)`;
+const LDD_FOUND = new RegExp(`^(\\S+) => (/.*?) ${ADDRESS}$`);
+const LDD_VIRTUAL_ARROW = new RegExp(`^(\\S+) =>\\s+${ADDRESS}$`);
+const LDD_BARE = new RegExp(`^(\\S+) ${ADDRESS}$`);
+const LDD_NOT_FOUND = /^(\S+) => not found$/;
+const MUSL_NOT_FOUND = /^Error loading shared library (\S+): .*$/;
+
+/**
+ * Parses what `ldd <program>` printed (glibc's and musl's formats): the shared objects the loader
+ * would map, with their files. Standard error carries `not a dynamic executable`, `ldd: …: No such
+ * file or directory`, loader errors and musl's missing libraries; glibc's `version … not found`
+ * warnings there are ignored. Throws {@link ParseError} on a standard output line of no known form.
+ *
+ * @example Debian 12's `ldd /usr/bin/dash`
+ * ```ts
+ * import { parseLddOutput } from "./elf.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const report = parseLddOutput(
+ *   "\tlinux-vdso.so.1 (0x00007f48d6569000)\n" +
+ *     "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f48d6354000)\n" +
+ *     "\t/lib64/ld-linux-x86-64.so.2 (0x00007f48d656b000)\n",
+ * );
+ * assert.deepEqual(report, {
+ *   kind: "dynamic",
+ *   libraries: [
+ *     { name: "libc.so.6", path: "/lib/x86_64-linux-gnu/libc.so.6" },
+ *     { name: "/lib64/ld-linux-x86-64.so.2", path: "/lib64/ld-linux-x86-64.so.2" },
+ *   ],
+ *   notFound: [],
+ * });
+ * assert.deepEqual(parseLddOutput("\tstatically linked\n"), { kind: "static" });
+ * assert.deepEqual(parseLddOutput("", "\tnot a dynamic executable\n"), { kind: "not-dynamic" });
+ * ```
+ */
+export function parseLddOutput(stdout: string, stderr = "", input = "ldd"): LddReport {
+  const libraries: LddLibrary[] = [];
+  const notFound: string[] = [];
+  let kind: "dynamic" | "static" | "not-dynamic" | undefined;
+  const lines = stdout.split("\n");
+  for (const [i, raw] of lines.entries()) {
+    const line = raw.trim();
+    if (line === "") continue;
+    let m: RegExpExecArray | null;
+    if (line === "statically linked") kind ??= "static";
+    else if (line === "not a dynamic executable") kind ??= "not-dynamic";
+    else if ((m = LDD_NOT_FOUND.exec(line))) notFound.push(m[1]!);
+    else if ((m = LDD_FOUND.exec(line))) libraries.push({ name: m[1]!, path: m[2]! });
+    else if (LDD_VIRTUAL_ARROW.test(line)) continue; // older glibc: `linux-vdso.so.1 =>  (0x…)`
+    else if ((m = LDD_BARE.exec(line))) {
+      // An absolute name is the loader; a bare name is the kernel's vDSO, which is no file.
+      if (m[1]!.startsWith("/")) libraries.push({ name: m[1]!, path: m[1]! });
+    } else {
+      throw new ParseError(input, `unexpected line ${quoteForMessage(line)}`, { line: i + 1 });
+    }
+  }
+  let error: string | undefined;
+  for (const raw of stderr.split("\n")) {
+    const line = raw.trim();
+    if (line === "" || /: version `[^']*' not found \(required by /.test(line)) continue;
+    const musl = MUSL_NOT_FOUND.exec(line);
+    if (musl) notFound.push(musl[1]!);
+    else if (line === "not a dynamic executable") kind ??= "not-dynamic";
+    else if (/^Error relocating /.test(line)) continue; // musl: a missing symbol, not a file
+    else error ??= line;
+  }
+  if (libraries.length > 0 || notFound.length > 0) return { kind: "dynamic", libraries, notFound };
+  if (kind === "static" || kind === "not-dynamic") return { kind };
+  return { kind: "error", reason: error ?? "ldd printed nothing" };
 }

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import {
   assessBinfmt,
   type BinfmtFacts,
+  type BinfmtMiscFacts,
   type CheckBinfmtOptions,
   type InterpreterFacts,
   parseBinfmtDump,
@@ -173,7 +174,7 @@ Deno.test("binfmt/disabled is CRITICAL when status says disabled, absent when en
   const dump = `@@status disabled\n@@entry qemu-aarch64\n${read("proc/qemu-aarch64")}`;
   const f = only(assess(debianBuilder({ binfmt: parseBinfmtDump(dump) })), "binfmt/disabled");
   assert.equal(f.status, "critical");
-  assert.equal(f.fix, "echo 1 > /proc/sys/fs/binfmt_misc/status");
+  assert.match(f.fix!, /^echo 1 > \/proc\/sys\/fs\/binfmt_misc\/status {3}# a fresh mount/);
   none(assess(debianBuilder()), "binfmt/disabled");
 });
 
@@ -466,7 +467,131 @@ Deno.test("binfmt/not-offered lists systems the kernel runs but Nix does not off
     f.summary,
     "2 more system(s) can run on builder1 but Nix does not offer them: riscv64-linux, armv7l-linux",
   );
+  assert.equal(
+    f.fix,
+    "add the ones to build here to /etc/nix/nix.conf: extra-platforms = armv7l-linux riscv64-linux   # then restart nix-daemon (systemctl restart nix-daemon)\n" +
+      "then check it: deno run -A scripts/check_binfmt.ts --system armv7l-linux --smoke=nix",
+  );
+  const nixos = only(
+    assess({ ...facts, platform: { kind: "nixos", systemd: true, machine: "x86_64" } }),
+    "binfmt/not-offered",
+  );
+  assert.match(
+    nixos.fix!,
+    /^boot\.binfmt\.emulatedSystems = \[ "armv7l-linux" "riscv64-linux" \];\s+# adds them to nix\.settings\.extra-platforms itself/,
+  );
+  assert.match(
+    nixos.fix!,
+    /^or, for an entry registered another way: nix\.settings\.extra-platforms = \[ "armv7l-linux" \];/m,
+  );
   none(assess(debianBuilder()), "binfmt/not-offered");
+});
+
+Deno.test("every finding that is not OK (and binfmt/not-offered) carries a fix fitting NixOS, Debian and other Linux", () => {
+  const hand = (name: string) => entry(`private/${name}`, name);
+  const staticAt = (path: string) => ({ [path]: { ...STATIC_QEMU, path, chain: [path] } });
+  const exact = parseBinfmtEntry(
+    read("proc/qemu-aarch64").replace(
+      /^mask .*$/m,
+      "mask ffffffffffffff00ffffffffffffffffffffffff",
+    ),
+    "exact-aarch64",
+  );
+  const mounted = (entries: BinfmtEntry[], enabled = true): BinfmtMiscFacts => ({
+    state: "mounted",
+    enabled,
+    entries,
+    errors: [],
+  });
+  const cases: [Partial<BinfmtFacts>, CheckBinfmtOptions][] = [
+    [{ binfmt: { state: "not-mounted" } }, {}],
+    [{ binfmt: { state: "no-kernel-support" } }, {}],
+    [{ binfmt: { state: "unreadable", reason: "'sh' timed out" } }, {}],
+    [{ binfmt: mounted([entry("proc/qemu-aarch64", "qemu-aarch64")], false) }, {}],
+    [{ binfmt: mounted([]) }, {}],
+    [{ binfmt: mounted([entry("proc/qemu-aarch64", "qemu-aarch64", false)]) }, {}],
+    [{
+      binfmt: mounted([hand("hand-aarch64-F"), entry("proc/qemu-aarch64", "qemu-aarch64")]),
+      interpreters: staticAt("/usr/bin/qemu-aarch64-static"),
+    }, {}],
+    [{ binfmt: mounted([exact]) }, {}],
+    [{
+      binfmt: mounted([hand("hand-aarch64-P")]),
+      interpreters: staticAt("/usr/bin/qemu-aarch64-static"),
+    }, {}],
+    [{
+      binfmt: mounted([hand("hand-aarch64-P")]),
+      interpreters: {
+        "/usr/bin/qemu-aarch64-static": {
+          ...STATIC_QEMU,
+          path: "/usr/bin/qemu-aarch64-static",
+          exists: false,
+        },
+      },
+    }, {}],
+    [{ binfmt: mounted([hand("hand-aarch64-P")]) }, {}], // interpreter not inspected
+    [{
+      nix: {
+        ok: true,
+        system: "x86_64-linux",
+        extraPlatforms: [],
+        sandbox: "true",
+        sandboxPaths: [],
+      },
+    }, { systems: ["aarch64-linux"] }],
+    [{}, { systems: ["wasm32-wasi"] }],
+    [{ nix: { ok: false, reason: "'nix' is not installed or not on PATH" } }, {
+      systems: ["aarch64-linux"],
+    }],
+    [{
+      binfmt: parseBinfmtDump(
+        `@@status enabled\n@@entry broken\nwhatever\n@@entry qemu-aarch64\n${
+          read("proc/qemu-aarch64")
+        }`,
+      ),
+    }, {}],
+    [{
+      binfmt: mounted(["qemu-aarch64", "qemu-riscv64"].map((n) => entry(`proc/${n}`, n))),
+    }, {}],
+  ];
+  const seen = new Set<string>();
+  for (const kind of ["nixos", "debian", "other"] as const) {
+    for (const [over, options] of cases) {
+      const facts = debianBuilder({
+        ...over,
+        platform: { kind, systemd: true, machine: "x86_64" },
+      });
+      for (const f of assess(facts, options)) {
+        if (f.status === "ok" && f.id !== "binfmt/not-offered") continue;
+        seen.add(f.id);
+        assert.ok(f.fix !== undefined && f.fix.trim() !== "", `${kind}: ${f.id} has no fix`);
+        if (kind === "nixos") {
+          // NixOS's nix.conf is generated and it has no apt: its fixes are options or live commands.
+          assert.doesNotMatch(
+            f.fix,
+            /apt-get|update-binfmts|\/etc\/nix\/nix\.conf/,
+            `${f.id}: ${f.fix}`,
+          );
+        }
+      }
+    }
+  }
+  assert.deepEqual([...seen].sort(), [
+    "binfmt/disabled",
+    "binfmt/entry-disabled",
+    "binfmt/interpreter-missing",
+    "binfmt/nix-config",
+    "binfmt/no-entry",
+    "binfmt/not-mounted",
+    "binfmt/not-offered",
+    "binfmt/not-persistent",
+    "binfmt/partial-match",
+    "binfmt/platform-missing",
+    "binfmt/sandbox-path",
+    "binfmt/several-entries",
+    "binfmt/unknown-system",
+    "binfmt/unreadable",
+  ]);
 });
 
 Deno.test("binfmt/nothing-to-check is OK when Nix offers no foreign system and none is asked for", () => {

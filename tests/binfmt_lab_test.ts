@@ -283,6 +283,74 @@ labTest(
   },
 );
 
+/** Builds, in the builder's own store, a `#!/bin/sh` wrapper that execs the static qemu by store path. */
+const WRAPPER_EXPRESSION = `let
+  qemu = builtins.path { path = /usr/bin/qemu-aarch64-static; name = "qemu-aarch64-static"; };
+  build = builtins.toFile "nbr-wrapper-builder.sh" ''
+    printf '#!/bin/sh\\nexec %s "$@"\\n' "$qemu" > "$out"
+    /bin/chmod 555 "$out"
+  '';
+in derivation {
+  name = "nbr-qemu-wrapper";
+  system = "x86_64-linux";
+  builder = "/bin/sh";
+  args = [ build ];
+  inherit qemu;
+}`;
+
+labTest(
+  "check_binfmt: a #!/bin/sh wrapper in the store without F needs sh, dash, its loader and libc in the sandbox; the exec'd qemu comes with the wrapper's closure",
+  async () => {
+    await withBuilder(async (_lab, builder, t) => {
+      const built = await builder.exec(["nix-build", "--no-out-link", "-E", WRAPPER_EXPRESSION], {
+        timeoutMs: 120_000,
+      });
+      assert.equal(built.code, 0, built.stderr);
+      const wrapper = built.stdout.trim().split("\n").at(-1)!;
+      await builder.setNixConf({ sandbox: "true" });
+      await binfmtWrite(builder, "register", await aarch64Line("nbr-wrapper", wrapper, ""));
+
+      const findings = await checkBinfmt(t, { smoke: "nix" });
+      const sandbox = get(findings, "binfmt/sandbox-path");
+      assert.equal(sandbox.status, "critical");
+      const missing = (sandbox.data as { missing: string[] }).missing;
+      assert.deepEqual(missing, [
+        wrapper,
+        "/bin/sh",
+        "/bin/dash",
+        "/lib64/ld-linux-x86-64.so.2",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+      ]);
+      assert.match(
+        sandbox.detail!,
+        /^store closure \(nix-store -qR\): 2 path\(s\), 2 not visible/m,
+      );
+      assert.equal(get(findings, "binfmt/smoke").status, "ok"); // outside the sandbox it runs
+      const nix = get(findings, "binfmt/smoke-nix");
+      assert.equal(nix.status, "critical");
+      assert.match(nix.summary, /No such file or directory/);
+
+      // The paths it names are enough: the same sandboxed build succeeds.
+      await builder.setNixConf({ "extra-sandbox-paths": missing.join(" ") });
+      const fixed = await checkBinfmt(t, { smoke: "nix" });
+      absent(fixed, "binfmt/sandbox-path");
+      assert.equal(get(fixed, "binfmt/smoke-nix").status, "ok");
+
+      // And each is needed: without dash's libc the prediction and the real build fail together.
+      const libc = "/lib/x86_64-linux-gnu/libc.so.6";
+      await builder.setNixConf({
+        "extra-sandbox-paths": missing.filter((p) => p !== libc).join(" "),
+      });
+      const noLibc = await checkBinfmt(t, { smoke: "nix" });
+      assert.deepEqual((get(noLibc, "binfmt/sandbox-path").data as { missing: string[] }).missing, [
+        libc,
+      ]);
+      assert.equal(get(noLibc, "binfmt/smoke-nix").status, "critical");
+    });
+  },
+);
+
 labTest("check_binfmt: with two entries the newest wins, exactly as the kernel picks", async () => {
   await withBuilder(async (_lab, builder, t) => {
     await binfmtWrite(builder, "register", await aarch64Line("nbr-second", undefined, "PF"));
