@@ -1225,7 +1225,8 @@ async function checkBuilder(
 
 /**
  * Whether `user` (with `groups`) is in a `trusted-users` list (`*`, names, `@group`). root counts as
- * trusted only when listed, like in the daemon.
+ * listed only when listed, as the daemon matches it; callers decide that root over ssh is trusted
+ * anyway (it opens the local store itself).
  *
  * @example
  * ```ts
@@ -1299,7 +1300,14 @@ function compareBuilder(spec: BuilderSpec, view: BuilderView): Finding[] {
     }
   }
   const user = view.user ?? "";
-  if (user !== "" && !isTrustedUser(user, view.groups ?? [], view.trustedUsers ?? [])) {
+  // root is trusted whatever trusted-users says: with the default store ('auto') root can write
+  // Nix's state directory, so 'nix-store --serve' and 'nix-daemon --stdio' open the local store
+  // themselves and never ask the daemon (checked on the lab: a root@ build succeeds with
+  // trusted-users = nixremote). verify_offload counts root the same way.
+  if (
+    user !== "" && user !== "root" &&
+    !isTrustedUser(user, view.groups ?? [], view.trustedUsers ?? [])
+  ) {
     out.push(finding(
       "builder/ssh-user-not-trusted",
       "critical",

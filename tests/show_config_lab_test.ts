@@ -101,6 +101,20 @@ labTest(
 );
 
 labTest(
+  "root over ssh is trusted even when trusted-users leaves it out: no finding, and Nix builds there",
+  async () => {
+    // The false alarm this guards against was found on the lab: root opens the builder's store
+    // itself ('auto' store), so trusted-users does not apply to it.
+    await using lab = await startLab({ builders: 1 });
+    await lab.builders[0]!.setNixConf({ "trusted-users": "nixremote" });
+    const { report } = await showConfig(lab.controller);
+    assert.ok(!report.findings.some((x) => x.id === "builder/ssh-user-not-trusted"));
+    const build = await lab.controller.nixBuild(plain());
+    assert.equal(build.code, 0, build.stderr);
+  },
+);
+
+labTest(
   "builder/system-not-offered when the line claims aarch64-linux the builder's extra-platforms lack",
   async () => {
     await using lab = await startLab({ builders: 1 });
