@@ -11,6 +11,7 @@ import {
   cannotTell,
   decodeHostKey,
   describeMachine,
+  KNOWN_FEATURES,
   looksLikePublicKey,
   type Machine,
   machineCanBuild,
@@ -829,6 +830,7 @@ async function machinesFindings(ctx: MachinesContext): Promise<Finding[]> {
       ));
     }
     if (!shifted) {
+      const custom: string[] = [];
       for (const feature of [...m.supportedFeatures, ...m.mandatoryFeatures]) {
         const why = suspiciousFeature(feature);
         if (why) {
@@ -836,7 +838,25 @@ async function machinesFindings(ctx: MachinesContext): Promise<Finding[]> {
             fix:
               "Features are names like kvm, big-parallel, nixos-test, benchmark, comma-separated",
           }));
+        } else if (!KNOWN_FEATURES.includes(feature) && !feature.startsWith("gccarch-")) {
+          custom.push(feature);
         }
+      }
+      // Custom features are legitimate (a derivation asks for them with requiredSystemFeatures),
+      // so an unknown name is said, not alarmed; a reached builder that lacks it is CRITICAL.
+      if (custom.length > 0) {
+        out.push(finding(
+          "machines/feature-custom",
+          "ok",
+          `${at}: ${custom.join(", ")} ${custom.length === 1 ? "is a feature" : "are features"} ` +
+            "Nix does not define itself",
+          {
+            detail: "Fine when the builder's system-features lists them and derivations ask for " +
+              "them (requiredSystemFeatures). show_config checks the builder's list when it can " +
+              "reach it (builder/feature-not-offered); a typo of a name Nix knows is a warning.",
+            data: { features: custom },
+          },
+        ));
       }
     }
     if (m.mandatoryFeatures.length > 0) {

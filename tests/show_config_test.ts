@@ -291,6 +291,25 @@ nixTest("machines/feature-suspicious for a near miss of a known feature", async 
 });
 
 nixTest(
+  "machines/feature-custom names an unknown feature as OK; known and gccarch-* ones are not named",
+  async () => {
+    const { findings } = await run({
+      nixConf: "max-jobs = 0\n",
+      files: { "etc/machines": "b1 x86_64-linux - 2 1 cuda,big-parallel,gccarch-znver3\n" },
+    });
+    const custom = find(findings, "machines/feature-custom");
+    assert.equal(custom.status, "ok");
+    assert.match(custom.summary, /: cuda is a feature Nix does not define itself$/);
+    assert.ok(!ids(findings).includes("machines/feature-suspicious"));
+    const known = await run({
+      nixConf: "max-jobs = 0\n",
+      files: { "etc/machines": "b1 x86_64-linux - 2 1 kvm,big-parallel,gccarch-znver3\n" },
+    });
+    assert.ok(!ids(known.findings).includes("machines/feature-custom"));
+  },
+);
+
+nixTest(
   "machines/mandatory-features is a warning while another machine takes ordinary builds",
   async () => {
     const { findings } = await run({
