@@ -488,6 +488,21 @@ Deno.test("checkConfig() on a Lix snapshot reads experimental features by name d
   assert.equal(data.builders.rules, "Lix 2.92.0");
 });
 
+Deno.test("checkConfig() on a Determinate Nix snapshot applies the rules of the Nix it is built on", async () => {
+  const files = { "/etc/nix/machines": "ssh-ng://b1:2222 x86_64-linux - 2 1.5\n" };
+  const { data, findings } = await checkConfig(snapshot("determinate-3.4.1-constructed", files), {
+    role: "controller",
+    keys: ["max-jobs"],
+  });
+  assert.equal(data.nix.flavour, "determinate");
+  assert.equal(data.nix.version, "2.28.2");
+  assert.equal(data.builders.rules, "Determinate Nix 2.28.2");
+  // Nix 2.28 reads host:port and fractional speed factors.
+  assert.ok(!ids(findings).includes("machines/host-port-unsupported"));
+  assert.ok(!ids(findings).includes("machines/invalid-entry"));
+  assert.equal(data.settings[0]?.name, "max-jobs");
+});
+
 Deno.test("machines/file-unknown when a snapshot did not capture the machines file", async () => {
   const findings = await snapshotCheck("nix-2.24-constructed", {});
   assert.equal(find(findings, "machines/file-unknown").status, "unknown");
