@@ -38,7 +38,7 @@
  */
 
 import { z } from "zod";
-import { ParseError, UsageError } from "./errors.ts";
+import { ParseError, parseJsonText, UsageError } from "./errors.ts";
 import { describeFailure, type RunResult, type Target } from "./target.ts";
 
 /** What {@link FileOps.lstat} tells about a path (the path itself, symlinks not followed). */
@@ -605,12 +605,7 @@ const recordSchema = z.object({
  * ```
  */
 export function parseChangeRecord(text: string, input: string): ChangeRecord {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw new ParseError(input, `not valid JSON (${(error as Error).message})`);
-  }
+  const value = parseJsonText(text, input);
   const parsed = recordSchema.safeParse(value);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

@@ -83,3 +83,34 @@ export function quoteForMessage(value: string, max = 80): string {
     .replaceAll('\\"', '"');
   return `'${escaped}'`;
 }
+
+/**
+ * `JSON.parse(text)`, or a {@link ParseError} naming `input` and, where the parser says, the line
+ * and column (an unexpected end is placed at the end of the text). Content errors are the caller's:
+ * they name the JSON path instead.
+ *
+ * @example
+ * ```ts
+ * import { parseJsonText } from "./errors.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(parseJsonText('{"a": 1}', "state.json"), { a: 1 });
+ * assert.throws(() => parseJsonText('{"a": 1,}', "state.json"), /^ParseError: Cannot parse state\.json:1:9: not valid JSON/);
+ * assert.throws(() => parseJsonText('{\n"a":', "state.json"), /state\.json:2:5: not valid JSON \(Unexpected end/);
+ * ```
+ */
+export function parseJsonText(text: string, input: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    const message = (error as Error).message;
+    const at = /\(line (\d+) column (\d+)\)/.exec(message);
+    let position: Position | undefined;
+    if (at) position = { line: Number(at[1]), column: Number(at[2]) };
+    else if (/Unexpected end/.test(message)) {
+      const lines = text.split("\n");
+      position = { line: lines.length, column: lines.at(-1)!.length + 1 };
+    }
+    throw new ParseError(input, `not valid JSON (${message})`, position);
+  }
+}

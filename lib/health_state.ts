@@ -8,7 +8,7 @@
  * @module
  */
 
-import { ParseError, UsageError } from "./errors.ts";
+import { ParseError, parseJsonText, UsageError } from "./errors.ts";
 
 /** What the last run saw on one host. */
 export interface HostState {
@@ -72,12 +72,7 @@ export function defaultStatePath(
  * ```
  */
 export function parseHealthState(text: string, input = "health state"): HealthState {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw new ParseError(input, `not valid JSON (${(error as Error).message})`);
-  }
+  const value = parseJsonText(text, input);
   const fail = (where: string, reason: string): never => {
     throw new ParseError(input, `${where}: ${reason}`);
   };

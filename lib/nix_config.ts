@@ -5,7 +5,7 @@
  * @module
  */
 
-import { ParseError } from "./errors.ts";
+import { ParseError, parseJsonText } from "./errors.ts";
 import { describeFailure, type RunResult, type Target } from "./target.ts";
 
 /** One setting of the effective configuration. */
@@ -110,12 +110,7 @@ function depthOf(value: unknown): number {
  * ```
  */
 export function parseConfigShowJson(text: string, input = "nix config show --json"): NixSettings {
-  let data: unknown;
-  try {
-    data = JSON.parse(text);
-  } catch (error) {
-    throw new ParseError(input, `not valid JSON (${(error as Error).message})`);
-  }
+  const data = parseJsonText(text, input);
   if (data === null || typeof data !== "object" || Array.isArray(data)) {
     throw new ParseError(input, "expected a JSON object of settings");
   }

@@ -15,7 +15,7 @@
  */
 
 import { z } from "zod";
-import { ParseError, quoteForMessage, UsageError } from "./errors.ts";
+import { ParseError, parseJsonText, quoteForMessage, UsageError } from "./errors.ts";
 import type {
   DirEntry,
   FileInfo,
@@ -128,12 +128,7 @@ export function checkSnapshotPath(path: string): string {
 }
 
 function parseJson<T>(name: string, text: string, schema: z.ZodType): T {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw new ParseError(name, `not valid JSON (${(error as Error).message})`);
-  }
+  const value = parseJsonText(text, name);
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

@@ -127,7 +127,7 @@ Deno.test("loadSnapshot() names the file and field that is wrong", async () => {
     await Deno.writeTextFile(`${dir}/meta.json`, '{"host": 3}');
     await assert.rejects(loadSnapshot(dir), /meta\.json: host: /);
     await Deno.writeTextFile(`${dir}/meta.json`, "{not json");
-    await assert.rejects(loadSnapshot(dir), /meta\.json: not valid JSON/);
+    await assert.rejects(loadSnapshot(dir), /meta\.json:1:2: not valid JSON/);
     await Deno.writeTextFile(
       `${dir}/meta.json`,
       '{"host":"h","collected_at":"2026-11-25T00:00:00Z","tool":"t"}',

@@ -178,7 +178,7 @@ Deno.test("health_check says when its state file is corrupt, then starts a new b
     assert.match(
       out.stdout,
       new RegExp(
-        `^WARNING +health/state-file +Cannot parse ${dir}/state\\.json: not valid JSON`,
+        `^WARNING +health/state-file +Cannot parse ${dir}/state\\.json:1:2: not valid JSON`,
         "m",
       ),
     );
