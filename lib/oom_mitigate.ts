@@ -34,6 +34,7 @@ import {
   chooseAlgorithm,
   configureZram,
   hotAddZram,
+  readCgroupSwap,
   readSwapLabel,
   readZramState,
   removeZram,
@@ -654,6 +655,27 @@ async function revertZramRecord(
         text: `${device} holds ${formatBytes(current.swap.usedBytes)} of swapped pages and only ${
           formatBytes(memory.availableBytes)
         } RAM is available: swapoff could run the machine out of memory`,
+      };
+    }
+    // swapoff brings each page back into the cgroup that owns it: a cgroup at its memory limit
+    // cannot take them, and the kernel fails swapoff (ENOMEM) or OOM-kills there (seen here: a
+    // build-sized hog in a 100 MiB cgroup), however much RAM the machine has free.
+    const tight = current.swap.usedBytes === 0
+      ? []
+      : (await readCgroupSwap(target)).filter((c) =>
+        c.limitBytes !== null && c.swapBytes > Math.max(0, c.limitBytes - c.usageBytes) * headroom
+      );
+    const worst = tight.sort((a, b) => b.swapBytes - a.swapBytes)[0];
+    if (!options.force && worst !== undefined) {
+      return {
+        outcome: "refused",
+        text: `${device} holds ${formatBytes(current.swap.usedBytes)} of swapped pages; ` +
+          `cgroup ${
+            worst.path.replace(/^\/sys\/fs\/cgroup(\/memory|\/unified)?(?=\/|$)/, "") || "/"
+          } has ${formatBytes(worst.swapBytes)} in swap and ${
+            formatBytes(Math.max(0, worst.limitBytes! - worst.usageBytes))
+          } left under its memory limit: swapoff would fail or OOM-kill there` +
+          (tight.length > 1 ? ` (and ${tight.length - 1} more cgroup(s))` : ""),
       };
     }
   }

@@ -543,3 +543,95 @@ export function checkZramName(name: string): string {
   }
   return name;
 }
+
+/** A memory cgroup holding swapped pages, as {@link parseCgroupSwap} reads it. */
+export interface CgroupSwap {
+  /** `v2` (`memory.swap.current`) or `v1` (`total_swap` of `memory.stat`). */
+  version: "v1" | "v2";
+  /** Its directory under `/sys/fs/cgroup`. */
+  path: string;
+  /** Pages of it (and its children) in swap, in bytes. */
+  swapBytes: number;
+  /** Its memory limit in bytes; `null` when unlimited. */
+  limitBytes: number | null;
+  /** Its memory in use now, in bytes. */
+  usageBytes: number;
+}
+
+// cgroup v1 writes "no limit" as the largest page-aligned signed 64-bit number.
+const V1_UNLIMITED = 2 ** 62;
+
+/**
+ * Parses the lines of {@link CGROUP_SWAP_SCRIPT}: `VERSION<TAB>swap<TAB>limit<TAB>usage<TAB>path`.
+ * Lines that are not whole numbers where numbers belong are skipped (a cgroup removed while it was
+ * read).
+ *
+ * @example
+ * ```ts
+ * import { parseCgroupSwap } from "./zram.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const [build] = parseCgroupSwap(
+ *   "v2\t209715200\t104857600\t104857600\t/sys/fs/cgroup/system.slice/nix-daemon.service\n" +
+ *     "v1\t4096\t9223372036854771712\t8192\t/sys/fs/cgroup/memory/user.slice\n",
+ * );
+ * assert.equal(build?.limitBytes, 100 * 1024 * 1024);
+ * assert.equal(parseCgroupSwap("v1\t4096\t9223372036854771712\t8192\t/x\n")[0]?.limitBytes, null);
+ * ```
+ */
+export function parseCgroupSwap(text: string): CgroupSwap[] {
+  const out: CgroupSwap[] = [];
+  for (const line of text.split("\n")) {
+    const [version, swap, limit, usage, ...path] = line.split("\t");
+    if ((version !== "v1" && version !== "v2") || path.length === 0) continue;
+    if (![swap, usage].every((n) => /^\d+$/.test(n ?? ""))) continue;
+    if (limit !== "max" && !/^\d+$/.test(limit ?? "")) continue;
+    const limitBytes = limit === "max" || Number(limit) >= V1_UNLIMITED ? null : Number(limit);
+    out.push({
+      version,
+      path: path.join("\t"),
+      swapBytes: Number(swap),
+      limitBytes,
+      usageBytes: Number(usage),
+    });
+  }
+  return out;
+}
+
+/**
+ * Lists the memory cgroups holding swapped pages (read-only). v2 counts `memory.swap.current`
+ * against `memory.max`; v1 counts `total_swap` (its subtree) against `memory.limit_in_bytes`.
+ */
+export const CGROUP_SWAP_SCRIPT = [
+  "find /sys/fs/cgroup -mindepth 2 \\( -name memory.swap.current -o -name memory.limit_in_bytes \\) " +
+  "2>/dev/null | while IFS= read -r f; do",
+  '  d=${f%/*}; s=""',
+  "  case $f in",
+  '    */memory.swap.current) s=$(cat "$f" 2>/dev/null); l=$(cat "$d/memory.max" 2>/dev/null);',
+  '      u=$(cat "$d/memory.current" 2>/dev/null); v=v2 ;;',
+  '    *) s=$(sed -n \'s/^total_swap //p\' "$d/memory.stat" 2>/dev/null); l=$(cat "$f" 2>/dev/null);',
+  '      u=$(cat "$d/memory.usage_in_bytes" 2>/dev/null); v=v1 ;;',
+  "  esac",
+  '  [ "${s:-0}" -gt 0 ] 2>/dev/null || continue',
+  '  printf "%s\\t%s\\t%s\\t%s\\t%s\\n" "$v" "$s" "$l" "$u" "$d"',
+  "done",
+].join("\n");
+
+/**
+ * The memory cgroups on `target` holding swapped pages (empty when none, or when it cannot tell).
+ *
+ * @example
+ * ```ts
+ * import { readCgroupSwap } from "./zram.ts";
+ * import { LocalTarget } from "./local_target.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.ok(Array.isArray(await readCgroupSwap(new LocalTarget())));
+ * ```
+ */
+export async function readCgroupSwap(target: Target): Promise<CgroupSwap[]> {
+  const result = await target.run(["sh", "-c", CGROUP_SWAP_SCRIPT], { timeoutMs: 15_000 })
+    .catch(() => undefined);
+  if (result === undefined || result.failure || result.code !== 0) return [];
+  return parseCgroupSwap(result.stdout);
+}

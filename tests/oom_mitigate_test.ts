@@ -875,6 +875,50 @@ async function memoryHog(mb: number, limitMb: number): Promise<{ stop: () => Pro
 }
 
 zramTest(
+  "--revert refuses to swap off pages a memory-limited cgroup cannot take back, however much RAM is free",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "nbr-zram-" });
+    const target = new LocalTarget();
+    let hog: { stop: () => Promise<void> } | undefined;
+    try {
+      const store = await StateStore.open(localFileOps(), `${dir}/state`);
+      const applied = await store.withLock(() =>
+        applyZram(target, store, { memoryPercent: 5, priority: 100 })
+      );
+      const device = (applied[0]!.data as { device: string }).device;
+      hog = await memoryHog(300, 100);
+      let used = 0;
+      for (let i = 0; i < 100 && used < 100 * 1024 * 1024; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        used = (await readZramState(target)).devices.find((d) =>
+          d.name === device
+        )?.swap?.usedBytes ?? 0;
+      }
+      assert.ok(used >= 100 * 1024 * 1024, `the hog swapped ${used} bytes to ${device}`);
+      // The default headroom: this 24 GiB VM has RAM to spare, but the hog's cgroup has none.
+      const refused = await store.withLock(() => revertMitigations(target, store, {}));
+      assert.equal(refused[0]?.id, "zram/swapoff-risk");
+      assert.match(
+        refused[0]!.summary,
+        new RegExp(
+          `^${device} holds .* of swapped pages; cgroup /nbr-oom-test-${Deno.pid} has .* in swap and .* left under its memory limit: swapoff would fail or OOM-kill there$`,
+        ),
+      );
+      assert.match(await Deno.readTextFile("/proc/swaps"), new RegExp(`^/dev/${device}\\s`, "m"));
+      // Once the cgroup's work is done, the same revert goes through.
+      await hog.stop();
+      hog = undefined;
+      const reverted = await store.withLock(() => revertMitigations(target, store, {}));
+      assert.equal(reverted[0]?.id, "oom/reverted");
+    } finally {
+      await hog?.stop();
+      for (const d of await ourDevices(`${dir}/state`)) await removeZram(target, d).catch(() => {});
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+zramTest(
   "--revert refuses to swap off a zram swap holding more than RAM can take back (zram/swapoff-risk)",
   async () => {
     const dir = await Deno.makeTempDir({ prefix: "nbr-zram-" });
