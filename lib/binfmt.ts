@@ -649,11 +649,18 @@ function storeRoot(path: string): string | undefined {
   return isStorePath(root) ? root : undefined;
 }
 
+/** `inside=source` (or a bare path) of a sandbox-paths item, split at the first `=` as Nix does. */
+function splitSandboxItem(item: string): [string, string | undefined] {
+  const text = item.replace(/\?$/, "");
+  const eq = text.indexOf("=");
+  return eq < 0 ? [text, undefined] : [text.slice(0, eq), text.slice(eq + 1)];
+}
+
 /** What the Nix sandbox shows at `path`: the host path behind it (`inside=source` items mapped), or `undefined`. */
 function sandboxSource(path: string, sandboxPaths: readonly string[]): string | undefined {
   let best: { inside: string; source: string } | undefined;
   for (const item of sandboxPaths) {
-    const [insideRaw = "", sourceRaw] = item.replace(/\?$/, "").split("=", 2);
+    const [insideRaw, sourceRaw] = splitSandboxItem(item);
     const inside = normalizePath(insideRaw);
     if (path !== inside && !path.startsWith(inside === "/" ? "/" : inside + "/")) continue;
     if (best === undefined || inside.length > best.inside.length) {
@@ -736,15 +743,20 @@ export async function gatherInterpreterClosure(
     const wanted = add(path, why);
     if (visited.has(wanted)) return;
     visited.add(wanted);
+    // An `inside=source` item shows the host's `source` at `inside`: `source` is read, but the
+    // sandbox needs nothing at its own path (the bind mount follows its links too).
     const host = sandboxSource(wanted, sandboxPaths) ?? wanted;
-    if (host !== wanted) add(host, `shown at ${wanted} by sandbox-paths`);
-    if (storeRoot(host) !== undefined) return; // its store closure covers what it needs
+    const mapped = host !== wanted;
+    if (storeRoot(host) !== undefined) {
+      if (mapped) add(storeRoot(host)!, `shown at ${wanted} by sandbox-paths`);
+      return; // its store closure covers what it needs
+    }
     const sub = await readInterpreter(target, host);
     if (sub === null) {
       gaps.push(`${host} (${why}) could not be inspected`);
       return;
     }
-    sub.chain.slice(1).forEach((hop, i) => add(hop, `link target of ${sub.chain[i]}`));
+    if (!mapped) sub.chain.slice(1).forEach((hop, i) => add(hop, `link target of ${sub.chain[i]}`));
     if (!sub.exists) {
       broken.push(`${host} (${why}) ${sub.loop ? "is a symlink loop" : "does not exist"}`);
       return;
@@ -832,7 +844,7 @@ export async function gatherInterpreterClosure(
 /** The store paths in `sandbox-paths` (their source side): Nix mounts the closure of each. */
 function sandboxStoreItems(sandboxPaths: readonly string[]): string[] {
   const roots = sandboxPaths.map((item) => {
-    const [inside = "", source] = item.replace(/\?$/, "").split("=", 2);
+    const [inside, source] = splitSandboxItem(item);
     return storeRoot(normalizePath(source ?? inside));
   });
   return [...new Set(roots.filter((r): r is string => r !== undefined))];

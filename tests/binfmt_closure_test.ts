@@ -169,8 +169,16 @@ Deno.test("gatherInterpreterClosure() follows an inside=source sandbox-paths ite
   const closure = await gatherInterpreterClosure(new LocalTarget({ timeoutMs: 20_000 }), info, {
     sandboxPaths: ["/bin/sh=/usr/bin/qemu-aarch64-static"],
   });
-  // Inside the sandbox /bin/sh is the static qemu binary: no dash, no libc.
-  assert.deepEqual(closure.needs.map((n) => n.path), ["/bin/sh", "/usr/bin/qemu-aarch64-static"]);
+  // Inside the sandbox /bin/sh is the static qemu binary: no dash, no libc, and nothing at the
+  // source's own path (the bind mount shows it at /bin/sh).
+  assert.deepEqual(closure.needs.map((n) => n.path), ["/bin/sh"]);
+  // Mapped to the dynamic dash, what dash loads is looked up at its own paths: those are needed.
+  const dash = await gatherInterpreterClosure(new LocalTarget({ timeoutMs: 20_000 }), info, {
+    sandboxPaths: ["/bin/sh=/usr/bin/dash"],
+  });
+  const paths = dash.needs.map((n) => n.path);
+  assert.ok(!paths.includes("/usr/bin/dash"), paths.join(" "));
+  assert.ok(paths.includes("/lib/x86_64-linux-gnu/libc.so.6"), paths.join(" "));
 });
 
 Deno.test("gatherInterpreterClosure() names what it could not read: a store path Nix does not know, a missing #! program", async () => {
