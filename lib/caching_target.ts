@@ -108,7 +108,19 @@ export class CachingTarget implements Target {
    * Reads every item with one command and caches each answer; returns that command's result (a
    * failure says the host is unreachable, timed out...), after which each item is read on its own.
    */
-  async prefetch(items: readonly PrefetchItem[], timeoutMs: number): Promise<RunResult> {
+  async prefetch(wanted: readonly PrefetchItem[], timeoutMs: number): Promise<RunResult> {
+    // What an earlier reader already asked for keeps its answer (doctor reads nix's settings
+    // before the health check prefetches them).
+    const items = wanted.filter((item) =>
+      "file" in item
+        ? !this.#files.has(item.file)
+        : "dir" in item
+        ? !this.#dirs.has(item.dir)
+        : "stat" in item
+        ? !this.#stats.has(item.stat)
+        : !this.#commands.has(key(item.argv))
+    );
+    if (items.length === 0) return { code: 0, stdout: "", stderr: "" };
     const boundary = `NBR-${crypto.randomUUID()}`;
     const args: string[] = [];
     for (const item of items) {

@@ -12,6 +12,7 @@
  */
 
 import { inspectBinfmt } from "../lib/binfmt.ts";
+import { cachingTarget } from "../lib/caching_target.ts";
 import { armDeadline, createCommand, openTarget, runMain, UsageError } from "../lib/cli.ts";
 import { doctorReport, runDoctor } from "../lib/doctor.ts";
 import { renderJson } from "../lib/findings.ts";
@@ -49,11 +50,13 @@ if (import.meta.main) {
     );
     try {
       // Everything doctor reads for either role, so any script can replay the bundle.
-      const doctor = await runDoctor(target, { reachBuilders: false, deadline });
-      if (doctor.role === "controller") await healthCheck(target, { deadline });
+      // One cache over the recording: each file and command is read (and recorded) once.
+      const cached = cachingTarget(target);
+      const doctor = await runDoctor(cached, { reachBuilders: false, deadline });
+      if (doctor.role === "controller") await healthCheck(cached, { deadline });
       // check_binfmt reads binfmt_misc even where no emulated system is configured (doctor skips
       // it then): a bundle must answer `check_binfmt --snapshot` too.
-      await inspectBinfmt(target, { smoke: "off" });
+      await inspectBinfmt(cached, { smoke: "off" });
       // secret-key-files name files the bundle must never hold, even if a check read them.
       const config = await target.run([
         "nix",
