@@ -100,6 +100,8 @@ export interface OpenLogResult {
   deriver?: StorePath;
   /** For an output path: what the host's `nix-store --query --deriver` said. */
   deriverLookup?: DeriverLookup["kind"];
+  /** For an output path: that answer whole, for {@link explainMissingLog} (not asked twice). */
+  deriverAnswer?: DeriverLookup;
 }
 
 /**
@@ -634,6 +636,7 @@ export async function openBuildLog(
   let logDrv: StorePath | undefined = drv;
   let deriver: StorePath | undefined;
   let deriverLookup: DeriverLookup["kind"] | undefined;
+  let deriverAnswer: DeriverLookup | undefined;
   if (!drv.isDerivation) {
     const lookup = await queryDeriver(target, drv, {
       nixStore,
@@ -645,6 +648,7 @@ export async function openBuildLog(
       return { attempts, unreachable: true };
     }
     deriverLookup = lookup.kind;
+    deriverAnswer = lookup;
     if (lookup.kind === "known") {
       logDrv = deriver = lookup.drv;
     } else {
@@ -658,6 +662,7 @@ export async function openBuildLog(
     unreachable: false,
     ...(deriver !== undefined ? { deriver } : {}),
     ...(deriverLookup !== undefined ? { deriverLookup } : {}),
+    ...(deriverAnswer !== undefined ? { deriverAnswer } : {}),
   });
   const files = logDrv === undefined
     ? undefined
@@ -728,6 +733,7 @@ export async function openBuildLog(
     unreachable: false,
     ...(deriver !== undefined ? { deriver } : {}),
     ...(deriverLookup !== undefined ? { deriverLookup } : {}),
+    ...(deriverAnswer !== undefined ? { deriverAnswer } : {}),
   };
   if (files === undefined) return notFound; // no deriver: the attempt above says why
   if (plain instanceof TargetError && plain.failure === "not-captured") {
@@ -768,6 +774,8 @@ export interface MissingLogOptions {
   nixStore?: string;
   /** Time-out per command in milliseconds (default 20 000). */
   timeoutMs?: number;
+  /** What `nix-store --query --deriver` already said for this output path on this host. */
+  deriver?: DeriverLookup;
 }
 
 /**
@@ -817,7 +825,7 @@ export async function explainMissingLog(
     reasons.push(...await explainDerivation(target, drv, undefined, nixStore, timeoutMs));
     return reasons;
   }
-  const lookup = await queryDeriver(target, drv, { nixStore, timeoutMs });
+  const lookup = options.deriver ?? await queryDeriver(target, drv, { nixStore, timeoutMs });
   switch (lookup.kind) {
     case "failed":
       break; // nix-store cannot tell (missing, unreachable, not captured)

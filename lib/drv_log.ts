@@ -7,6 +7,7 @@
  */
 
 import {
+  type DeriverLookup,
   explainMissingLog,
   fileStream,
   type LogAttempt,
@@ -143,6 +144,8 @@ export async function readDrvLog(
   const result: DrvLogResult = { subject: drv.path, drv, attempts: [], reasons: [], findings: [] };
   const timeoutMs = options.timeoutMs ?? 600_000;
   const answered: LogSource[] = [];
+  // What each host said of an output path's deriver: the explanation below does not ask again.
+  const derivers = new Map<LogSource, DeriverLookup>();
   let everyDeriverUnknown = !drv.isDerivation;
   const unreachable: { label: string; detail: string }[] = [];
   for (const source of sources) {
@@ -159,6 +162,7 @@ export async function readDrvLog(
       continue;
     }
     answered.push(source);
+    if (opened.deriverAnswer !== undefined) derivers.set(source, opened.deriverAnswer);
     if (opened.deriverLookup !== "unknown") everyDeriverUnknown = false;
     const log = opened.log;
     if (log === undefined) continue;
@@ -180,8 +184,10 @@ export async function readDrvLog(
     result.reasons.push(`${label} could not be reached: ${detail}`);
   }
   for (const source of answered) {
+    const deriver = derivers.get(source);
     const reasons = await explainMissingLog(source.target, drv, {
       ...(source.nixStore !== undefined ? { nixStore: source.nixStore } : {}),
+      ...(deriver !== undefined ? { deriver } : {}),
     }).catch(() => []);
     result.reasons.push(...reasons);
   }
