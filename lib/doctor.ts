@@ -232,7 +232,7 @@ export async function runDoctor(
     // Nix's default extra-platforms (i686-linux on x86_64...) says nothing about a role.
     (platforms !== undefined && platforms.value.trim() !== "" &&
       platforms.value !== platforms.defaultValue);
-  const guess = config.data.role.guessed && !servesOthers
+  const guess = role === "builder" && config.data.role.guessed && !servesOthers
     ? { roleGuess: config.data.role.why }
     : {};
   if (role === "builder") {

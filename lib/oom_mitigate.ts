@@ -660,7 +660,7 @@ async function revertZramRecord(
     // swapoff brings each page back into the cgroup that owns it: a cgroup at its memory limit
     // cannot take them, and the kernel fails swapoff (ENOMEM) or OOM-kills there (seen here: a
     // build-sized hog in a 100 MiB cgroup), however much RAM the machine has free.
-    const tight = current.swap.usedBytes === 0
+    const tight = options.force || current.swap.usedBytes === 0
       ? []
       : (await readCgroupSwap(target)).filter((c) =>
         c.limitBytes !== null && c.swapBytes > Math.max(0, c.limitBytes - c.usageBytes) * headroom

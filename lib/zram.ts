@@ -602,7 +602,7 @@ export function parseCgroupSwap(text: string): CgroupSwap[] {
  * Lists the memory cgroups holding swapped pages (read-only). v2 counts `memory.swap.current`
  * against `memory.max`; v1 counts `total_swap` (its subtree) against `memory.limit_in_bytes`.
  */
-export const CGROUP_SWAP_SCRIPT = [
+export const CGROUP_SWAP_SCRIPT: string = [
   "find /sys/fs/cgroup -mindepth 2 \\( -name memory.swap.current -o -name memory.limit_in_bytes \\) " +
   "2>/dev/null | while IFS= read -r f; do",
   '  d=${f%/*}; s=""',
