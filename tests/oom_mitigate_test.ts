@@ -822,8 +822,13 @@ zramTest("a zram setup whose swapon fails is rolled back (zram/apply-failed)", a
   }
 });
 
+/** A process holding memory in a memory-limited cgroup; {@link memoryHog} starts one. */
+interface Hog {
+  stop: () => Promise<void>;
+}
+
 /** Runs a process that keeps `mb` MiB of incompressible memory in a memory cgroup limited to `limitMb`. */
-async function memoryHog(mb: number, limitMb: number): Promise<{ stop: () => Promise<void> }> {
+async function memoryHog(mb: number, limitMb: number): Promise<Hog> {
   const name = `nbr-oom-test-${Deno.pid}`;
   let cgroup: string;
   try {
@@ -848,53 +853,66 @@ async function memoryHog(mb: number, limitMb: number): Promise<{ stop: () => Pro
     stderr: "null",
     stdin: "null",
   }).spawn();
-  return {
-    async stop() {
-      for (
-        const pid of (await Deno.readTextFile(`${cgroup}/cgroup.procs`)).split(/\s+/).filter(
-          Boolean,
-        )
-      ) {
-        try {
-          Deno.kill(Number(pid), "SIGKILL");
-        } catch {
-          // gone
-        }
+  async function stop(): Promise<void> {
+    const pids = (await Deno.readTextFile(`${cgroup}/cgroup.procs`)).split(/\s+/).filter(Boolean);
+    for (const pid of pids) {
+      try {
+        Deno.kill(Number(pid), "SIGKILL");
+      } catch {
+        // gone
       }
-      await child.status;
-      for (let i = 0; i < 50; i++) {
-        try {
-          await Deno.remove(cgroup);
-          return;
-        } catch {
-          await new Promise((r) => setTimeout(r, 100));
-        }
+    }
+    await child.status;
+    for (let i = 0; i < 50; i++) {
+      try {
+        await Deno.remove(cgroup);
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
       }
-    },
-  };
+    }
+  }
+  // Once only: a test may end the hog early, and the cleanup ends it again.
+  let stopped: Promise<void> | undefined;
+  return { stop: () => stopped ??= stop() };
+}
+
+/**
+ * A zram swap of ours holding at least 100 MiB of a hog's pages: the hog keeps 300 MiB in a
+ * cgroup limited to 100 MiB, so the rest is swapped out to our device. Cleans up after `fn`.
+ */
+async function withSwappedHog(
+  fn: (s: { target: LocalTarget; store: StateStore; device: string; hog: Hog }) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "nbr-zram-" });
+  const target = new LocalTarget();
+  let hog: Hog | undefined;
+  try {
+    const store = await StateStore.open(localFileOps(), `${dir}/state`);
+    const applied = await store.withLock(() =>
+      applyZram(target, store, { memoryPercent: 5, priority: 100 })
+    );
+    const device = (applied[0]!.data as { device: string }).device;
+    hog = await memoryHog(300, 100);
+    let used = 0;
+    for (let i = 0; i < 100 && used < 100 * 1024 * 1024; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      used = (await readZramState(target)).devices.find((d) => d.name === device)?.swap
+        ?.usedBytes ?? 0;
+    }
+    assert.ok(used >= 100 * 1024 * 1024, `the hog swapped ${used} bytes to ${device}`);
+    await fn({ target, store, device, hog });
+  } finally {
+    await hog?.stop();
+    for (const d of await ourDevices(`${dir}/state`)) await removeZram(target, d).catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
 }
 
 zramTest(
   "--revert refuses to swap off pages a memory-limited cgroup cannot take back, however much RAM is free",
   async () => {
-    const dir = await Deno.makeTempDir({ prefix: "nbr-zram-" });
-    const target = new LocalTarget();
-    let hog: { stop: () => Promise<void> } | undefined;
-    try {
-      const store = await StateStore.open(localFileOps(), `${dir}/state`);
-      const applied = await store.withLock(() =>
-        applyZram(target, store, { memoryPercent: 5, priority: 100 })
-      );
-      const device = (applied[0]!.data as { device: string }).device;
-      hog = await memoryHog(300, 100);
-      let used = 0;
-      for (let i = 0; i < 100 && used < 100 * 1024 * 1024; i++) {
-        await new Promise((r) => setTimeout(r, 200));
-        used = (await readZramState(target)).devices.find((d) =>
-          d.name === device
-        )?.swap?.usedBytes ?? 0;
-      }
-      assert.ok(used >= 100 * 1024 * 1024, `the hog swapped ${used} bytes to ${device}`);
+    await withSwappedHog(async ({ target, store, device, hog }) => {
       // The default headroom: this 24 GiB VM has RAM to spare, but the hog's cgroup has none.
       const refused = await store.withLock(() => revertMitigations(target, store, {}));
       assert.equal(refused[0]?.id, "zram/swapoff-risk");
@@ -907,38 +925,16 @@ zramTest(
       assert.match(await Deno.readTextFile("/proc/swaps"), new RegExp(`^/dev/${device}\\s`, "m"));
       // Once the cgroup's work is done, the same revert goes through.
       await hog.stop();
-      hog = undefined;
       const reverted = await store.withLock(() => revertMitigations(target, store, {}));
       assert.equal(reverted[0]?.id, "oom/reverted");
-    } finally {
-      await hog?.stop();
-      for (const d of await ourDevices(`${dir}/state`)) await removeZram(target, d).catch(() => {});
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 );
 
 zramTest(
   "--revert refuses to swap off a zram swap holding more than RAM can take back (zram/swapoff-risk)",
   async () => {
-    const dir = await Deno.makeTempDir({ prefix: "nbr-zram-" });
-    const target = new LocalTarget();
-    let hog: { stop: () => Promise<void> } | undefined;
-    try {
-      const store = await StateStore.open(localFileOps(), `${dir}/state`);
-      const applied = await store.withLock(() =>
-        applyZram(target, store, { memoryPercent: 5, priority: 100 })
-      );
-      const device = (applied[0]!.data as { device: string }).device;
-      hog = await memoryHog(300, 100);
-      let used = 0;
-      for (let i = 0; i < 100 && used < 100 * 1024 * 1024; i++) {
-        await new Promise((r) => setTimeout(r, 200));
-        used = (await readZramState(target)).devices.find((d) =>
-          d.name === device
-        )?.swap?.usedBytes ?? 0;
-      }
-      assert.ok(used >= 100 * 1024 * 1024, `the hog swapped ${used} bytes to ${device}`);
+    await withSwappedHog(async ({ target, store, device, hog }) => {
       // This 24 GiB VM has RAM for it; a headroom of 0 makes any swapped page "too much".
       const refused = await store.withLock(() =>
         revertMitigations(target, store, { swapoffHeadroom: 0 })
@@ -958,7 +954,6 @@ zramTest(
       // The hog lives in a memory-limited cgroup: swapoff cannot pull its pages back into it
       // (ENOMEM), so end it first; --force is about our headroom check, not the kernel's.
       await hog.stop();
-      hog = undefined;
       const forced = await store.withLock(() =>
         revertMitigations(target, store, { swapoffHeadroom: 0, force: true })
       );
@@ -967,11 +962,7 @@ zramTest(
         await Deno.readTextFile("/proc/swaps"),
         new RegExp(`^/dev/${device}\\s`, "m"),
       );
-    } finally {
-      await hog?.stop();
-      for (const d of await ourDevices(`${dir}/state`)) await removeZram(target, d).catch(() => {});
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 );
 
