@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { listScripts, SHEBANG } from "../tools/bundle.ts";
+import { evalStubHealth } from "./_nix_stub.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -249,17 +250,7 @@ Deno.test({
     "the stub module system refuses what NixOS refuses: an unknown option, a value of the wrong type",
   ignore: !HAVE_NIX,
   async fn() {
-    const evalHealth = (settings: string) =>
-      run([
-        "nix-instantiate",
-        "--eval",
-        "--strict",
-        "--json",
-        "nix/stub/health.nix",
-        "--arg",
-        "settings",
-        settings,
-      ]);
+    const evalHealth = evalStubHealth;
     const unknown = await evalHealth('{ enable = true; interval = "hourly"; }');
     assert.notEqual(unknown.code, 0);
     assert.match(

@@ -4,6 +4,7 @@
  * with the stub module system of nix/stub/ (tests/nixos_module_test.ts runs what it generates).
  */
 import assert from "node:assert/strict";
+import { evalStubHealth } from "./_nix_stub.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -102,24 +103,9 @@ Deno.test("the systemd units pass systemd-analyze verify and treat WARNING as su
 
 /** The units nix/health-check-module.nix makes of `settings`, through the stub module system. */
 async function moduleUnits(settings: string) {
-  const out = await new Deno.Command("nix-instantiate", {
-    args: [
-      "--eval",
-      "--strict",
-      "--json",
-      `${ROOT}nix/stub/health.nix`,
-      "--arg",
-      "bare",
-      "true",
-      "--arg",
-      "settings",
-      settings,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  return JSON.parse(new TextDecoder().decode(out.stdout)) as {
+  const out = await evalStubHealth(settings, { bare: true });
+  assert.equal(out.code, 0, out.stderr);
+  return JSON.parse(out.stdout) as {
     service: {
       startAt: string;
       onFailure: string[];

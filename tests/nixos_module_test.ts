@@ -7,6 +7,7 @@
  * systemd-journald and lands there with its tag at priority err.
  */
 import assert from "node:assert/strict";
+import { evalStubHealth } from "./_nix_stub.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const LAB_REQUIRED = Deno.env.get("LAB_REQUIRED") === "1";
@@ -52,19 +53,7 @@ interface Units {
 
 /** nix/stub/health.nix: the units of `settings` (a Nix expression), the module file alone. */
 async function evalModule(settings: string): Promise<Units> {
-  const r = await run([
-    "nix-instantiate",
-    "--eval",
-    "--strict",
-    "--json",
-    "nix/stub/health.nix",
-    "--arg",
-    "bare",
-    "true",
-    "--arg",
-    "settings",
-    settings,
-  ]);
+  const r = await evalStubHealth(settings, { bare: true });
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout) as Units;
 }
@@ -199,17 +188,7 @@ Deno.test({
   name: "the stub module system refuses a misspelt or mistyped threshold, as NixOS would",
   ignore: !HAVE_NIX,
   async fn() {
-    const attempt = (settings: string) =>
-      run([
-        "nix-instantiate",
-        "--eval",
-        "--strict",
-        "--json",
-        "nix/stub/health.nix",
-        "--arg",
-        "settings",
-        settings,
-      ]);
+    const attempt = evalStubHealth;
     const typo = await attempt('{ enable = true; thresholds.load.warn = "~:3"; }');
     assert.notEqual(typo.code, 0);
     assert.match(

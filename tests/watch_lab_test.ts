@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import { cgroup2Mount } from "./_cgroup.ts";
 import { type Lab, labTest, startLab } from "./lab/lab.ts";
 import { SshTarget } from "../lib/ssh_target.ts";
 import { canaryElf } from "./lab/canary.ts";
@@ -277,19 +278,6 @@ labTest(
     }
   },
 );
-
-/** Where the cgroup v2 hierarchy is mounted read-write with its root (this runs as root). */
-function cgroup2Mount(): string | null {
-  for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
-    const [left, right] = line.split(" - ");
-    if (left === undefined || right === undefined) continue;
-    const f = left.split(" ");
-    if (right.split(" ")[0] === "cgroup2" && f[3] === "/" && f[5]?.split(",").includes("rw")) {
-      return f[4] ?? null;
-    }
-  }
-  return null;
-}
 
 /** Removes cgroup directories, deepest first, waiting for their members to be gone. */
 async function removeCgroups(dirs: readonly string[]): Promise<void> {

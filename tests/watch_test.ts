@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { cgroup2Mount } from "./_cgroup.ts";
 import fc from "./_fast_check.ts";
 import { ParseError } from "../lib/errors.ts";
 import type { Sample } from "../lib/watch.ts";
@@ -411,18 +412,9 @@ Deno.test({
   },
 });
 
-/** Where the cgroup v2 hierarchy is mounted read-write with its root, when this runs as root. */
-function cgroup2Mount(): string | null {
-  if (!asRoot) return null;
-  for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
-    const [left, right] = line.split(" - ");
-    if (left === undefined || right === undefined) continue;
-    const f = left.split(" ");
-    if (right.split(" ")[0] === "cgroup2" && f[3] === "/" && f[5]?.split(",").includes("rw")) {
-      return f[4] ?? null;
-    }
-  }
-  return null;
+/** Where the cgroup v2 hierarchy is mounted read-write, when this runs as root (it writes there). */
+function rootCgroup2Mount(): string | null {
+  return asRoot ? cgroup2Mount() : null;
 }
 
 /** cgroups made under a fresh directory of the v2 hierarchy, removed once empty. */
@@ -469,7 +461,7 @@ class TestCgroups implements AsyncDisposable {
   }
 }
 
-const cgroup2 = cgroup2Mount();
+const cgroup2 = rootCgroup2Mount();
 
 Deno.test({
   name: "the sampler lists a root process outside Nix's tree by the daemon's or a build's cgroup",
