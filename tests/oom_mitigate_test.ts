@@ -637,21 +637,38 @@ zramTest(
   },
 );
 
+/**
+ * A one-builder lab whose builder `fn` drives over ssh: `overSsh(args)` runs the script with
+ * `--host builder1` and a state directory on the builder, as on a real one. Leftovers are removed.
+ */
+async function withZramBuilder(
+  emulation: "global" | "namespace",
+  fn: (b: { name: string; overSsh: (args: string[]) => Promise<Run> }) => Promise<void>,
+): Promise<void> {
+  await using lab = await startLab({ builders: 1, emulation });
+  const name = lab.builders[0]!.name;
+  const env = { NIX_SSHOPTS: lab.sshOptions.join(" ") };
+  const state = `/tmp/nbr-zram-lab-state-${lab.id}`;
+  const host = ["--host", name, "--state-dir", state, "--timeout", "120"];
+  try {
+    await fn({ name, overSsh: (args) => run([...host, ...args], { env }) });
+  } finally {
+    for (const d of await ourDevices(state).catch(() => [])) {
+      await removeZram(new LocalTarget(), d).catch(() => {});
+    }
+    await Deno.remove(state, { recursive: true }).catch(() => {});
+  }
+}
+
 zramTest(
   "zram over --host: apply on a lab builder makes one swap there, revert over ssh removes it",
-  async () => {
-    // A builder in the host's user namespace (emulation registered globally), as a real one is.
-    await using lab = await startLab({ builders: 1, emulation: "global" });
-    const builder = lab.builders[0]!;
-    const env = { NIX_SSHOPTS: lab.sshOptions.join(" ") };
-    // The state lives on the builder, as it would on a real one.
-    const state = `/tmp/nbr-zram-lab-state-${lab.id}`;
-    const host = ["--host", builder.name, "--state-dir", state, "--timeout", "120"];
-    const before = await zramSnapshot();
-    try {
-      const apply = await run([...host, "--mitigate", "zram", "--apply"], { env });
+  // A builder in the host's user namespace (emulation registered globally), as a real one is.
+  () =>
+    withZramBuilder("global", async ({ name, overSsh }) => {
+      const before = await zramSnapshot();
+      const apply = await overSsh(["--mitigate", "zram", "--apply"]);
       assert.equal(apply.code, 0, apply.stdout + apply.stderr);
-      assert.equal(apply.report?.host, builder.name);
+      assert.equal(apply.report?.host, name);
       const data = find(apply, "zram/swap")!.data as { action: string; device: string };
       assert.equal(data.action, "applied");
       // The builder shares this kernel: its new swap is in this machine's /proc/swaps.
@@ -659,48 +676,35 @@ zramTest(
         await Deno.readTextFile("/proc/swaps"),
         new RegExp(`^/dev/${data.device}\\s+partition\\s+\\d+\\s+\\d+\\s+100$`, "m"),
       );
-      const again = await run([...host, "--mitigate", "zram", "--apply"], { env });
+      const again = await overSsh(["--mitigate", "zram", "--apply"]);
       assert.equal((find(again, "zram/swap")!.data as { action: string }).action, "already");
 
-      const revert = await run([...host, "--revert"], { env });
+      const revert = await overSsh(["--revert"]);
       assert.equal(revert.code, 0, revert.stdout + revert.stderr);
       assert.deepEqual(ids(revert), ["oom/reverted"]);
       assert.deepEqual(await zramSnapshot(), before);
-    } finally {
-      const leftovers = await ourDevices(state).catch(() => []);
-      for (const d of leftovers) await removeZram(new LocalTarget(), d).catch(() => {});
-      await Deno.remove(state, { recursive: true }).catch(() => {});
-    }
-  },
+    }),
   { lab: true },
 );
 
 zramTest(
   "zram over --host on a builder in a user namespace (a container) is refused before anything changes",
-  async () => {
-    // Found against the lab: root in a user namespace can hot-add a zram device, but swapon
-    // fails with EPERM (it needs CAP_SYS_ADMIN in the host's namespace). Say so up front.
-    await using lab = await startLab({ builders: 1, emulation: "namespace" });
-    const builder = lab.builders[0]!;
-    const env = { NIX_SSHOPTS: lab.sshOptions.join(" ") };
-    const state = `/tmp/nbr-zram-lab-state-${lab.id}`;
-    const host = ["--host", builder.name, "--state-dir", state, "--timeout", "120"];
-    const before = await zramSnapshot();
-    try {
-      const dry = await run([...host, "--mitigate", "zram", "--kernel-log", "/dev/null"], { env });
+  // Found against the lab: root in a user namespace can hot-add a zram device, but swapon
+  // fails with EPERM (it needs CAP_SYS_ADMIN in the host's namespace). Say so up front.
+  () =>
+    withZramBuilder("namespace", async ({ overSsh }) => {
+      const before = await zramSnapshot();
+      const dry = await overSsh(["--mitigate", "zram", "--kernel-log", "/dev/null"]);
       assert.equal(dry.code, 2, dry.stdout + dry.stderr);
       assert.match(
         find(dry, "zram/not-permitted")!.summary,
         /runs in a user namespace \(a container\)/,
       );
-      const apply = await run([...host, "--mitigate", "zram", "--apply"], { env });
+      const apply = await overSsh(["--mitigate", "zram", "--apply"]);
       assert.equal(apply.code, 2);
       assert.deepEqual(ids(apply), ["zram/not-permitted"]);
       assert.deepEqual(await zramSnapshot(), before, "no device was hot-added");
-    } finally {
-      await Deno.remove(state, { recursive: true }).catch(() => {});
-    }
-  },
+    }),
   // The lab puts builders in a user namespace only where binfmt_misc is namespaced (6.7+).
   { lab: true, ignore: !kernelHasNamespacedBinfmt() },
 );
